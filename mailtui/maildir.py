@@ -1,0 +1,127 @@
+"""Local mailboxes as Maildirs under ``data_dir/mail/<domain>/<user>/``.
+
+Delivery writes ``tmp/<name>``, fsyncs it, renames it into ``new/`` and
+fsyncs ``new/`` (coalesced across concurrent deliveries): once
+:meth:`Maildirs.deliver` returns, a kill -9 cannot lose the message.
+Messages are stored exactly as received on the wire (CRLF line endings,
+dot-stuffing removed), so POP3 octet counts are file sizes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import re
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .safeio import DirSyncer, write_file
+
+_SAFE_PART = re.compile(r"[a-z0-9][a-z0-9._+-]{0,63}")
+_SAFE_DOMAIN = re.compile(r"[a-z0-9][a-z0-9.-]{0,254}")
+
+
+class MaildirError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """One message in a Maildir, as POP3 sees it."""
+
+    name: str        # unique file name (the part before ":2," info)
+    path: Path
+    size: int        # octets, exactly what RETR sends before dot-stuffing
+
+
+class Maildirs:
+    def __init__(self, root: Path, *, syncer: DirSyncer | None = None):
+        self.root = Path(root)
+        self._syncer = syncer or DirSyncer()
+        self._counter = itertools.count(1)
+        self._host = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
+        self._known: set[Path] = set()
+
+    def path_for(self, key: str) -> Path:
+        """The Maildir of mailbox ``user@domain``; refuses anything path-like."""
+        local, _, domain = key.lower().rpartition("@")
+        if (not _SAFE_PART.fullmatch(local) or not _SAFE_DOMAIN.fullmatch(domain)
+                or ".." in local or ".." in domain):
+            raise MaildirError(f"unsafe mailbox name {key!r}")
+        return self.root / domain / local
+
+    def ensure(self, key: str) -> Path:
+        path = self.path_for(key)
+        if path not in self._known:
+            for sub in ("tmp", "new", "cur"):
+                (path / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._known.add(path)
+        return path
+
+    def _unique_name(self, size: int) -> str:
+        now = time.time()
+        sec = int(now)
+        usec = int((now - sec) * 1_000_000)
+        return f"{sec}.M{usec}P{os.getpid()}Q{next(self._counter)}.{self._host},S={size}"
+
+    def _write_tmp(self, box: Path, data: bytes) -> tuple[Path, Path]:
+        name = self._unique_name(len(data))
+        tmp = box / "tmp" / name
+        write_file(tmp, data)
+        final = box / "new" / name
+        os.rename(tmp, final)
+        return tmp, final
+
+    async def deliver(self, key: str, data: bytes) -> Path:
+        """Store ``data`` in mailbox ``key`` durably; returns the file's path."""
+        box = self.ensure(key)
+        loop = asyncio.get_running_loop()
+        _, final = await loop.run_in_executor(None, self._write_tmp, box, data)
+        await self._syncer.sync(box / "new")
+        return final
+
+    def deliver_sync(self, key: str, data: bytes) -> Path:
+        from .safeio import fsync_dir
+
+        box = self.ensure(key)
+        _, final = self._write_tmp(box, data)
+        fsync_dir(box / "new")
+        return final
+
+    # -- reading (POP3) --------------------------------------------------------
+
+    def list(self, key: str) -> list[StoredMessage]:
+        """Messages in ``new/`` and ``cur/``, oldest first."""
+        box = self.path_for(key)
+        found: list[tuple[float, str, StoredMessage]] = []
+        for sub in ("new", "cur"):
+            try:
+                entries = list(os.scandir(box / sub))
+            except FileNotFoundError:
+                continue
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                try:
+                    st = entry.stat()
+                except FileNotFoundError:
+                    continue
+                name = entry.name.split(":", 1)[0]
+                found.append((st.st_mtime, name, StoredMessage(name, Path(entry.path), st.st_size)))
+        found.sort(key=lambda item: (item[0], item[1]))
+        return [item[2] for item in found]
+
+    def count(self, key: str) -> int:
+        try:
+            return len(self.list(key))
+        except MaildirError:
+            return 0
+
+    def remove(self, message: StoredMessage) -> None:
+        try:
+            os.unlink(message.path)
+        except FileNotFoundError:
+            pass
