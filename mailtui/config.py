@@ -295,5 +295,6 @@ def load(path: str | os.PathLike | None = None) -> Config:
 
 def with_overrides(config: Config, **sections: dict[str, Any]) -> Config:
     """Return a copy of ``config`` with some keys of some sections replaced (tests, demo)."""
-    updated = {name: replace(getattr(config, name), **values) for name, values in sections.items()}
+    updated = {name: replace(getattr(config, name), **{k: _convert(name, k, v) for k, v in values.items()})
+               for name, values in sections.items()}
     return replace(config, **updated)

@@ -1,0 +1,341 @@
+"""A small Internet on 127.0.0.0/8 for delivery tests: real DNS, fake mail hosts.
+
+* :class:`DnsWorld` runs ``dnsmasq`` on 127.0.0.1 and a free port with the
+  records given (all names under ``.test`` not listed answer NXDOMAIN);
+* :class:`FakeMX` serves aiosmtpd's SMTP protocol on one loopback address
+  (127.0.0.2, 127.0.0.3 ...), accepting, deferring or rejecting recipients
+  by their local part, and records what it received;
+* :func:`busy_server` answers every connection with a 4xx greeting.
+
+Nothing here touches anything outside the loopback network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import ipaddress
+import shutil
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable
+
+import dns.exception
+import dns.message
+import dns.query
+import dns.rcode
+from aiosmtpd.smtp import SMTP as SMTPProtocol
+
+from mailtui.config import Endpoint
+from mailtui.events import Event, EventBus
+
+DNSMASQ = shutil.which("dnsmasq") or next(
+    (p for p in ("/usr/sbin/dnsmasq", "/sbin/dnsmasq") if Path(p).exists()), None)
+
+# The standard world of the delivery tests.
+MX_HOST_1 = "127.0.0.2"      # mx1.mx.test, preference 10 (usually down)
+MX_HOST_2 = "127.0.0.3"      # mx2.mx.test, preference 20
+A_ONLY_HOST = "127.0.0.4"    # aonly.test: no MX, an A record
+STANDARD_MX = (("mx.test", "mx1.mx.test", 10), ("mx.test", "mx2.mx.test", 20))
+STANDARD_HOSTS = (("mx1.mx.test", MX_HOST_1), ("mx2.mx.test", MX_HOST_2),
+                  ("aonly.test", A_ONLY_HOST))
+STANDARD_NULL_MX = ("nullmx.test",)
+
+
+# -- ports -------------------------------------------------------------------
+
+def port_is_free(port: int, hosts: tuple[str, ...] = ("127.0.0.1",), udp: bool = False) -> bool:
+    for host in hosts:
+        kinds = [socket.SOCK_STREAM] + ([socket.SOCK_DGRAM] if udp else [])
+        for kind in kinds:
+            with socket.socket(socket.AF_INET, kind) as s:
+                try:
+                    s.bind((host, port))
+                except OSError:
+                    return False
+    return True
+
+
+def free_port(hosts: tuple[str, ...] = ("127.0.0.1",), udp: bool = False) -> int:
+    """A port free (TCP, and UDP if asked) on every one of ``hosts``."""
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((hosts[0], 0))
+            port = s.getsockname()[1]
+        if port_is_free(port, hosts, udp):
+            return port
+    raise RuntimeError("no free port found")
+
+
+# -- DNS ---------------------------------------------------------------------
+
+@dataclass
+class DnsWorld:
+    """dnsmasq answering for ``.test`` (and only that); stop() when done."""
+
+    mx: tuple[tuple[str, str, int], ...] = STANDARD_MX
+    hosts: tuple[tuple[str, str], ...] = STANDARD_HOSTS
+    null_mx: tuple[str, ...] = STANDARD_NULL_MX
+    zone: str = "test"
+    ttl: int = 60
+    port: int = 0
+    process: subprocess.Popen | None = field(default=None, repr=False)
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return Endpoint("127.0.0.1", self.port)
+
+    def args(self) -> list[str]:
+        args = [DNSMASQ or "dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts",
+                "--conf-file=/dev/null", "--listen-address=127.0.0.1", "--bind-interfaces",
+                f"--port={self.port}", f"--local=/{self.zone}/", f"--local-ttl={self.ttl}",
+                "--cache-size=0", "--pid-file="]
+        args += [f"--mx-host={domain},{host},{pref}" for domain, host, pref in self.mx]
+        args += [f"--mx-host={domain},.,0" for domain in self.null_mx]
+        args += [f"--host-record={name},{address}" for name, address in self.hosts]
+        return args
+
+    def start(self, timeout: float = 5.0) -> "DnsWorld":
+        if DNSMASQ is None:
+            raise RuntimeError("dnsmasq is not installed")
+        last = ""
+        for _ in range(3):  # the free port may be taken before dnsmasq binds it
+            self.port = free_port(udp=True)
+            self._log = tempfile.TemporaryFile()
+            self.process = subprocess.Popen(self.args(), stdout=self._log, stderr=self._log)
+            if self._wait_ready(timeout):
+                return self
+            self.stop()
+            self._log.seek(0)
+            last = self._log.read().decode(errors="replace")
+        raise RuntimeError(f"dnsmasq did not start: {last}")
+
+    def _wait_ready(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        query = dns.message.make_query(f"probe.{self.zone}", "A")
+        while time.monotonic() < deadline:
+            if self.process is None or self.process.poll() is not None:
+                return False
+            try:
+                response = dns.query.udp(query, "127.0.0.1", port=self.port, timeout=0.2)
+            except (OSError, dns.exception.Timeout):
+                time.sleep(0.02)
+                continue
+            return response.rcode() == dns.rcode.NXDOMAIN
+        return False
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+
+    def __enter__(self) -> "DnsWorld":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+# -- fake mail hosts ---------------------------------------------------------
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    content: bytes
+    mail_options: list[str]
+    tls: bool
+    server: str
+
+
+DEFAULT_RULES = {
+    "bad": "550 5.1.1 no such user",
+    "later": "451 4.2.0 mailbox busy, try again later",
+}
+
+
+class Recorder:
+    """An aiosmtpd handler: rules by local-part prefix, messages recorded."""
+
+    def __init__(self, name: str, rules: dict[str, str] | None = None,
+                 data_reply: str = "250 2.0.0 queued", data_delay: float = 0.0):
+        self.name = name
+        self.rules = DEFAULT_RULES if rules is None else rules
+        self.data_reply = data_reply
+        self.data_delay = data_delay
+        self.messages: list[Received] = []
+        self.sessions = 0
+        self.concurrent = 0
+        self.max_concurrent = 0
+
+    def reply_for(self, address: str) -> str | None:
+        local = address.partition("@")[0].lower()
+        for prefix, reply in self.rules.items():
+            if local.startswith(prefix):
+                return reply
+        return None
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        return responses
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        reply = self.reply_for(address)
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        self.concurrent += 1
+        self.max_concurrent = max(self.max_concurrent, self.concurrent)
+        try:
+            if self.data_delay:
+                await asyncio.sleep(self.data_delay)
+            self.messages.append(Received(
+                mail_from=envelope.mail_from, rcpt_tos=list(envelope.rcpt_tos),
+                content=envelope.original_content or envelope.content,
+                mail_options=list(envelope.mail_options), tls=session.ssl is not None,
+                server=self.name))
+        finally:
+            self.concurrent -= 1
+        return self.data_reply
+
+
+class FakeMX:
+    """An SMTP server on ``host:port`` speaking aiosmtpd's protocol."""
+
+    def __init__(self, host: str, port: int, *, name: str | None = None,
+                 rules: dict[str, str] | None = None, smtputf8: bool = True,
+                 tls: bool = False, size_limit: int = 33554432, data_delay: float = 0.0):
+        self.host = host
+        self.port = port
+        self.handler = Recorder(name or host, rules, data_delay=data_delay)
+        self.smtputf8 = smtputf8
+        self.tls_context = server_tls_context() if tls else None
+        self.size_limit = size_limit
+        self.server: asyncio.base_events.Server | None = None
+
+    @property
+    def messages(self) -> list[Received]:
+        return self.handler.messages
+
+    def _protocol(self) -> SMTPProtocol:
+        return SMTPProtocol(self.handler, hostname=self.handler.name,
+                            enable_SMTPUTF8=self.smtputf8, tls_context=self.tls_context,
+                            data_size_limit=self.size_limit, timeout=10,
+                            loop=asyncio.get_running_loop())
+
+    async def start(self) -> "FakeMX":
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(self._protocol, self.host, self.port,
+                                               reuse_address=True)
+        return self
+
+    async def stop(self) -> None:
+        server, self.server = self.server, None
+        if server is not None:
+            server.close()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), 2)
+
+    async def __aenter__(self) -> "FakeMX":
+        return await self.start()
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()
+
+
+@contextlib.asynccontextmanager
+async def busy_server(host: str, port: int, greeting: bytes = b"421 4.3.2 too busy, come back later\r\n"):
+    """A server that greets with ``greeting`` and hangs up."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(greeting)
+        with contextlib.suppress(OSError):
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, host, port, reuse_address=True)
+    try:
+        yield server
+    finally:
+        server.close()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(server.wait_closed(), 2)
+
+
+@lru_cache(maxsize=1)
+def _self_signed_files() -> tuple[str, str]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mx.test")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.DNSName("mx.test"), x509.IPAddress(ipaddress.ip_address("127.0.0.2"))]),
+                critical=False)
+            .sign(key, hashes.SHA256()))
+    folder = Path(tempfile.mkdtemp(prefix="mailtui-tls-"))
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_path), str(key_path)
+
+
+def server_tls_context() -> ssl.SSLContext:
+    cert, key = _self_signed_files()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+# -- events ------------------------------------------------------------------
+
+class EventLog:
+    """Every event published on a bus, and a way to wait for one."""
+
+    def __init__(self, bus: EventBus):
+        self.events: list[Event] = []
+        self._changed = asyncio.Event()
+        bus.add_listener(self._on_event)
+
+    def _on_event(self, event: Event) -> None:
+        self.events.append(event)
+        self._changed.set()
+
+    def of(self, kind: type) -> list:
+        return [e for e in self.events if isinstance(e, kind)]
+
+    async def wait_for(self, predicate: Callable[[Event], bool], *, count: int = 1,
+                       timeout: float = 10.0) -> list[Event]:
+        """Wait until ``count`` events match; returns them."""
+        async def wait() -> list[Event]:
+            while True:
+                found = [e for e in self.events if predicate(e)]
+                if len(found) >= count:
+                    return found
+                self._changed.clear()
+                await self._changed.wait()
+        return await asyncio.wait_for(wait(), timeout)
