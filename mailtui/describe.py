@@ -30,8 +30,10 @@ def describe(event: ev.Event) -> str | None:
         case ev.ListenerFailed():
             return f"{event.proto.upper()} cannot listen on {event.address}: {event.error}"
         case ev.ConnectionOpened():
-            who = f"client {event.client}" if event.client else "unregistered"
-            return f"{event.session} {event.proto} connect from {event.peer} ({who})"
+            who = ""
+            if event.proto == "smtp":
+                who = f" (client {event.client})" if event.client else " (unregistered)"
+            return f"{event.session} {event.proto} connect from {event.peer}{who}"
         case ev.ConnectionClosed():
             return f"{event.session} {event.proto} disconnect {event.peer}: {event.result}"
         case ev.SessionChanged():
