@@ -88,16 +88,24 @@ class Admin:
 
     async def queue_flush(self, msg_id: str | None = None) -> dict:
         if msg_id:
-            self._item(msg_id)
-        count = await self.queue.flush(msg_id)
+            item = self._item(msg_id)
+            if self.delivery is not None:
+                count = int(await self.delivery.retry_now(item.id))
+            else:
+                count = await self.queue.flush(item.id)
+        else:
+            count = await self.queue.flush()
         self._publish("flush", msg_id or "")
         return {"flushed": count}
 
     async def queue_remove(self, msg_id: str) -> dict:
         item = self._item(msg_id)
-        if item.in_flight:
+        if self.delivery is not None:
+            await self.delivery.remove_now(item.id)  # waits out an attempt in progress
+        elif item.in_flight:
             raise AdminError(f"message {item.id} is being delivered right now; try again in a moment")
-        await self.queue.remove(item.id)
+        else:
+            await self.queue.remove(item.id)
         self._publish("remove", item.id)
         return {"removed": item.id}
 

@@ -31,7 +31,7 @@ from .config import Config
 from .courier import Outcome
 from .dsn import build_dsn, header_section
 from .events import (
-    Bounced, Deferred, DeliveredRemote, DeliveryAttempt, EventBus, Notice, QueueChanged,
+    Bounced, Deferred, DeliveredRemote, DeliveryAttempt, EventBus, Notice,
 )
 from .queue import Queue, QueueItem, RecipientState
 from .resolver import DnsError, MailHost, PermanentDnsError, Resolver
@@ -67,6 +67,20 @@ def without_self(domain: str, hosts: list[MailHost], me: str) -> list[MailHost]:
     return kept
 
 
+async def _cancel_until_done(tasks: set[asyncio.Task], poll: float = 0.1) -> None:
+    """Cancel ``tasks`` and wait until they are done.
+
+    On Python 3.11, ``asyncio.wait_for`` drops a cancellation that arrives just
+    as the awaited future completes (the queue's ``wait_due`` and aiosmtplib
+    both use it), so one ``cancel()`` is not always enough: repeat it.
+    """
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        for t in pending:
+            t.cancel()
+        _, pending = await asyncio.wait(pending, timeout=poll)
+
+
 class DeliveryAgent:
     def __init__(self, *, config: Config, queue: Queue, resolver: Resolver, bus: EventBus,
                  submit: Submit, store: Store | None = None,
@@ -88,6 +102,8 @@ class DeliveryAgent:
         self._running = False
         self._stopping = False
         self._bounce_requests: set[str] = set()
+        self._retry_requests: set[str] = set()
+        self._remove_requests: set[str] = set()
 
     # -- limits ------------------------------------------------------------------
 
@@ -113,21 +129,23 @@ class DeliveryAgent:
             raise RuntimeError("the delivery agent is already running")
         self._running = True
         self._stopping = False
-        self._loop_task = asyncio.create_task(self._loop(), name="delivery-loop")
+        loop_task = self._loop_task = asyncio.create_task(self._loop(), name="delivery-loop")
         try:
-            await self._loop_task
+            # asyncio.wait, not "await loop_task": our own cancellation must reach
+            # us even if the loop's wait swallows one (see _cancel_until_done).
+            await asyncio.wait({loop_task})
+            if not loop_task.cancelled() and loop_task.exception() is not None:
+                raise loop_task.exception()  # a bug in the loop itself
         except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if self._stopping and not (current is not None and current.cancelling()):
-                return
             self._abandon()
+            await _cancel_until_done({loop_task})
             raise
         finally:
             self._running = False
             self._loop_task = None
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping:
             while self._active_total >= self._max_total:
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
@@ -142,21 +160,13 @@ class DeliveryAgent:
         """
         grace = self.stop_grace if grace is None else grace
         self._stopping = True
-        task = self._loop_task
-        if task is not None and not task.done():
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        if self._loop_task is not None:
+            await _cancel_until_done({self._loop_task})
         self._release_parked()
-        tasks = list(self._tasks.values())
+        tasks = set(self._tasks.values())
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=grace)
-            for t in pending:
-                t.cancel()
-            if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
+            await _cancel_until_done(pending)
 
     def _abandon(self) -> None:
         """Hard stop: cancel attempts at once (each releases its message)."""
@@ -255,6 +265,15 @@ class DeliveryAgent:
     async def _attempt(self, item: QueueItem) -> None:
         try:
             await self._deliver(item)
+            if item.id in self._remove_requests:  # asked for while this attempt ran
+                self._remove_requests.discard(item.id)
+                self._bounce_requests.discard(item.id)
+                if self.queue.get(item.id) is item:
+                    await self.queue.finish(item)
+            if item.id in self._bounce_requests:  # asked for while this attempt ran
+                self._bounce_requests.discard(item.id)
+                if item.pending():
+                    await self._admin_bounce(item)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug must not kill the agent or lose the message
@@ -262,6 +281,10 @@ class DeliveryAgent:
             self._notice("error", f"delivery of {item.id} failed unexpectedly: {exc!r}")
             self.queue.schedule(item, time.time() + self._delay(max(1, item.attempts)))
         finally:
+            if item.id in self._retry_requests:  # asked for while this attempt ran
+                self._retry_requests.discard(item.id)
+                if item.pending() and not self._stopping:
+                    self.queue.schedule(item, time.time())
             self.queue.release(item)
 
     def _delay(self, attempts: int) -> float:
@@ -274,6 +297,12 @@ class DeliveryAgent:
     async def _deliver(self, item: QueueItem) -> None:
         try:
             body = await self._read_body(item)
+        except FileNotFoundError:
+            # What Queue.load() does with an envelope whose body is gone.
+            self._notice("error", f"queue {item.id}: the spooled message is missing; "
+                                  "its envelope was dropped")
+            await self.queue.finish(item)
+            return
         except OSError as exc:
             item.last_error = f"cannot read the spooled message: {exc.strerror or exc}"
             self._notice("error", f"queue {item.id}: {item.last_error}")
@@ -414,6 +443,8 @@ class DeliveryAgent:
     async def _save(self, item: QueueItem, next_attempt: float) -> None:
         if item.pending():
             item.next_attempt = next_attempt
+        if self.queue.get(item.id) is not item:
+            return  # removed from the queue (by the administrator) during the attempt
         try:
             await self.queue.save(item)
         except OSError as exc:
@@ -425,12 +456,11 @@ class DeliveryAgent:
     async def retry_now(self, msg_id: str) -> bool:
         """Make a message due now; False if there is no such message waiting."""
         item = self.queue.get(msg_id)
-        if item is not None and item.in_flight and self._is_parked(item):
-            return True  # already due, waiting for a free slot
-        count = await self.queue.flush(msg_id)
-        if count:
-            self.bus.publish(QueueChanged(action="flush", msg_id=item.id if item else msg_id))
-        return count > 0
+        if item is not None and item.in_flight:
+            if not self._is_parked(item):  # an attempt is running: go again right after it
+                self._retry_requests.add(item.id)
+            return True  # (a parked message is already due, waiting for a free slot)
+        return await self.queue.flush(msg_id) > 0
 
     async def bounce_now(self, msg_id: str) -> bool:
         """Fail every pending recipient of a message and tell its sender."""
@@ -440,22 +470,41 @@ class DeliveryAgent:
         if item.in_flight and not self._unpark(item):
             # An attempt is running: it fails what is left when it ends.
             self._bounce_requests.add(item.id)
-            self.bus.publish(QueueChanged(action="bounce", msg_id=item.id))
             return True
         item.in_flight = True
         try:
-            now = time.time()
-            failed = self._fail_by_admin(item, now)
-            try:
-                body = await self._read_body(item)
-            except OSError:
-                body = b""
-            await self._report_failures(item, failed, body)
-            await self._save(item, item.next_attempt)
+            await self._admin_bounce(item)
         finally:
             self.queue.release(item)
-        self.bus.publish(QueueChanged(action="bounce", msg_id=item.id))
         return True
+
+    async def remove_now(self, msg_id: str) -> bool:
+        """Remove a message without a DSN, even one being delivered right now.
+
+        A running attempt is not interrupted (its recipients may be half
+        done); the message is removed as soon as it ends.
+        """
+        item = self.queue.get(msg_id)
+        if item is None:
+            return False
+        if item.in_flight and not self._unpark(item):
+            self._remove_requests.add(item.id)
+            return True
+        item.in_flight = True
+        try:
+            await self.queue.finish(item)
+        finally:
+            self.queue.release(item)
+        return True
+
+    async def _admin_bounce(self, item: QueueItem) -> None:
+        failed = self._fail_by_admin(item, time.time())
+        try:
+            body = await self._read_body(item)
+        except OSError:
+            body = b""
+        await self._report_failures(item, failed, body)
+        await self._save(item, item.next_attempt)
 
     # -- records -----------------------------------------------------------------
 

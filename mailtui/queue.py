@@ -187,6 +187,8 @@ class Queue:
 
     async def save(self, item: QueueItem) -> None:
         """Durably record ``item``'s state; removes it when nothing is pending."""
+        if item.id not in self._items:  # removed by the administrator meanwhile
+            return
         if not item.pending():
             await self.finish(item)
             return
@@ -268,8 +270,11 @@ class Queue:
             self._wake.clear()
             timeout = None if due is None else max(0.0, due - time.time())
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout)
-            except asyncio.TimeoutError:
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow
+                # a cancellation that lands as the event fires.
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
+            except TimeoutError:
                 pass
 
     def release(self, item: QueueItem) -> None:

@@ -234,7 +234,7 @@ class Resolver:
         try:
             answer = await self._query(name, rtype)
         except DnsError as exc:
-            rcode = getattr(exc, "rcode", "SERVFAIL")
+            rcode = getattr(exc, "rcode", "ERROR")
             self._record(name, rtype, (), rcode, time.monotonic() - start, False)
             raise
         self._record(name, rtype, answer.records, answer.rcode, time.monotonic() - start, False)

@@ -113,8 +113,8 @@ class DnsWorld:
             if self._wait_ready(timeout):
                 return self
             self.stop()
-            self._log.seek(0)
-            last = self._log.read().decode(errors="replace")
+            last = self.output()
+            self._log.close()
         raise RuntimeError(f"dnsmasq did not start: {last}")
 
     def _wait_ready(self, timeout: float) -> bool:
@@ -141,11 +141,25 @@ class DnsWorld:
                 process.kill()
                 process.wait(timeout=5)
 
+    def output(self) -> str:
+        """What dnsmasq has written so far (for failure messages)."""
+        log = getattr(self, "_log", None)
+        if log is None or log.closed:
+            return ""
+        log.seek(0)
+        return log.read().decode(errors="replace")
+
+    def close(self) -> None:
+        self.stop()
+        log = getattr(self, "_log", None)
+        if log is not None:
+            log.close()
+
     def __enter__(self) -> "DnsWorld":
         return self.start()
 
     def __exit__(self, *exc) -> None:
-        self.stop()
+        self.close()
 
 
 # -- fake mail hosts ---------------------------------------------------------
@@ -167,7 +181,8 @@ DEFAULT_RULES = {
 
 
 class Recorder:
-    """An aiosmtpd handler: rules by local-part prefix, messages recorded."""
+    """An aiosmtpd handler: rules by local-part prefix (for MAIL FROM and RCPT TO),
+    messages recorded, DATA answered with ``data_reply``."""
 
     def __init__(self, name: str, rules: dict[str, str] | None = None,
                  data_reply: str = "250 2.0.0 queued", data_delay: float = 0.0):
@@ -175,6 +190,7 @@ class Recorder:
         self.rules = DEFAULT_RULES if rules is None else rules
         self.data_reply = data_reply
         self.data_delay = data_delay
+        self.hold: asyncio.Event | None = None   # when set up, DATA waits for it
         self.messages: list[Received] = []
         self.sessions = 0
         self.concurrent = 0
@@ -191,6 +207,14 @@ class Recorder:
         session.host_name = hostname
         return responses
 
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        reply = self.reply_for(address)
+        if reply:
+            return reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 OK"
+
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         reply = self.reply_for(address)
         if reply:
@@ -204,6 +228,8 @@ class Recorder:
         try:
             if self.data_delay:
                 await asyncio.sleep(self.data_delay)
+            if self.hold is not None:
+                await asyncio.wait_for(self.hold.wait(), 10)
             self.messages.append(Received(
                 mail_from=envelope.mail_from, rcpt_tos=list(envelope.rcpt_tos),
                 content=envelope.original_content or envelope.content,

@@ -134,7 +134,7 @@ def test_admin_commands_reach_the_running_server(tmp_path):
         assert mailtui("queue", "flush", config=cfg).returncode == 0
         res = mailtui("queue", "remove", msg_id, config=cfg)
         assert res.returncode == 0, res.stderr
-        assert len(srv.core.queue) == 0
+        srv.wait_for(lambda: len(srv.core.queue) == 0, what="removed message to leave the queue")
         # server-side lock: a second server cannot start on the same data_dir
         res = mailtui("serve", config=cfg, timeout=20)
         assert res.returncode == 1 and "another mailtui server" in res.stderr
