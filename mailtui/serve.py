@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from rich.console import Console
 
 from .config import Config
 from .core import AlreadyRunning, Core
-from .describe import render
+from .describe import describe, render
 from .events import EventBus
 
 
@@ -26,18 +27,33 @@ async def run_headless(config: Config, console: Console, stop: asyncio.Event | N
     except AlreadyRunning as exc:
         raise CliError(str(exc)) from None
     console.print(f"mailtui serving {', '.join(config.server.local_domains)} as {config.server.hostname}; "
-                  f"data in {config.server.data_dir} (config: {config.source})", markup=False)
+                  f"data in {config.server.data_dir} (config: {config.source})", markup=False, soft_wrap=True)
     if not any(li.ok for li in core.listeners):
         await core.stop()
         raise CliError("no listener could be bound; see the messages above")
 
-    async def printer() -> None:
-        while True:
-            await sub.wait()
-            for event in sub.drain():
+    def emit(events) -> None:
+        if console.is_terminal:
+            for event in events:
                 line = render(event)
                 if line is not None:
                     console.print(line, soft_wrap=True)
+            return
+        # Not a terminal (journald, a file): plain lines, one write per batch.
+        lines = []
+        for event in events:
+            text = describe(event)
+            if text is not None:
+                lines.append(f"{time.strftime('%H:%M:%S', time.localtime(event.at))} {text}\n")
+        if lines:
+            console.file.write("".join(lines))
+            console.file.flush()
+
+    async def printer() -> None:
+        while True:
+            await sub.wait()
+            await asyncio.sleep(0.05)  # let a burst gather: one write per batch
+            emit(sub.drain())
             if sub.dropped:
                 console.print(f"({sub.dropped} events not shown: output too slow)", style="dim")
                 sub.dropped = 0
@@ -51,10 +67,7 @@ async def run_headless(config: Config, console: Console, stop: asyncio.Event | N
         await core.stop()
         await asyncio.sleep(0)
         task.cancel()
-        for event in sub.drain():
-            line = render(event)
-            if line is not None:
-                console.print(line, soft_wrap=True)
+        emit(sub.drain())
     return 0
 
 
