@@ -175,9 +175,18 @@ def _closing_bracket(arg: str) -> int:
     raise AddressError("unterminated <address>", "501 5.1.7 unterminated <address>")
 
 
-def parse_path(path: str, *, null_ok: bool, smtputf8: bool = False) -> Address | None:
-    """Parse ``<mailbox>`` (or ``<>`` when ``null_ok``); ``None`` is the null path."""
-    if len(path.encode("utf-8")) > MAX_PATH:
+def parse_path(path: str, *, null_ok: bool, smtputf8: bool = False,
+               postmaster_domain: str | None = None) -> Address | None:
+    """Parse ``<mailbox>`` (or ``<>`` when ``null_ok``); ``None`` is the null path.
+
+    With ``postmaster_domain``, ``<Postmaster>`` without a domain is taken as
+    postmaster at that domain (RFC 5321 section 4.5.1 requires it for RCPT).
+    """
+    try:
+        octets = len(path.encode("utf-8"))
+    except UnicodeEncodeError:  # undecodable bytes, passed on by aiosmtpd as surrogates
+        raise AddressError("address is not valid UTF-8", "553 5.6.7 address is not valid UTF-8") from None
+    if octets > MAX_PATH:
         raise AddressError(f"path longer than {MAX_PATH} octets", "501 5.1.3 path too long")
     if not (path.startswith("<") and path.endswith(">")):
         raise AddressError("address must be enclosed in <>", "501 5.1.7 address must be enclosed in <>")
@@ -188,6 +197,8 @@ def parse_path(path: str, *, null_ok: bool, smtputf8: bool = False) -> Address |
         raise AddressError("empty recipient", "501 5.1.3 empty recipient address")
     if inner.startswith("@"):
         raise AddressError("source routes are not accepted", "553 5.1.3 source routes are not accepted")
+    if postmaster_domain and inner.lower() == "postmaster":
+        return Address("postmaster", postmaster_domain)
     return parse_mailbox(inner, smtputf8=smtputf8)
 
 

@@ -19,7 +19,10 @@ ENV_VAR = "MAILTUI_CONFIG"
 
 
 class ConfigError(Exception):
-    """A configuration problem, phrased as ``key: what is wrong``."""
+    """A configuration problem, phrased as ``key: what is wrong`` (always one line)."""
+
+    def __init__(self, message: str):
+        super().__init__(message.replace("\r", "\\r").replace("\n", "\\n"))
 
 
 @dataclass(frozen=True)
@@ -235,7 +238,8 @@ def _convert(section: str, name: str, value: Any) -> Any:
             raise ConfigError(f"{key}: expected true or false, got {value!r}")
         return value
     if name == "remote_port":
-        return _positive_int(value, key) if value <= 65535 else _bad_port(key, value)
+        port = _positive_int(value, key)
+        return port if port <= 65535 else _bad_port(key, value)
     if isinstance(default, int):
         return _positive_int(value, key)
     if isinstance(default, float):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -17,6 +19,8 @@ from .events import DeliveredLocal, EventBus, Queued
 from .maildir import Maildirs
 from .queue import Queue, new_id
 from .store import Store
+
+log = logging.getLogger(__name__)
 
 
 class StorageError(Exception):
@@ -43,7 +47,8 @@ class Envelope:
 
 
 def storage_reply(exc: OSError) -> str:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+    # EFBIG: a file size limit (ulimit -f, RLIMIT_FSIZE) is storage running out too.
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return "452 4.3.1 Insufficient system storage"
     return "451 4.3.0 Local error in processing: cannot store the message"
 
@@ -69,6 +74,7 @@ class Intake:
             raise StorageError(storage_reply(exc)) from exc
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
+            await self._undo(results)
             first = failures[0]
             if isinstance(first, OSError):
                 raise StorageError(storage_reply(first)) from first
@@ -83,6 +89,22 @@ class Intake:
             self.bus.publish(Queued(msg_id=msg_id, sender=envelope.sender,
                                     recipients=tuple(envelope.remote), size=len(data)))
         return msg_id
+
+    async def _undo(self, results: list) -> None:
+        """Remove the copies that were stored when another one failed.
+
+        The client gets a 4xx and sends the whole message again, so a copy
+        kept here would be delivered twice.
+        """
+        loop = asyncio.get_running_loop()
+        for result in results:
+            try:
+                if isinstance(result, os.PathLike):   # a Maildir file
+                    await loop.run_in_executor(None, os.unlink, result)
+                elif result is not None and not isinstance(result, BaseException):
+                    await self.queue.finish(result)   # a spool entry
+            except OSError as exc:
+                log.warning("could not remove a partly stored message: %s", exc)
 
     async def submit(self, sender: str, recipients: list[str], data: bytes,
                      is_local: "callable" = None) -> str:  # type: ignore[valid-type]

@@ -48,6 +48,8 @@ _DEFAULT_STATUS = {
 _RECEIVED = re.compile(rb"(?im)^received:")
 _LONG_LINE = re.compile(rb"[^\n]{1000}")
 _BARE = re.compile(rb"\r\n|\r|\n")
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")  # C0, DEL, C1; surrogates = bytes not UTF-8
+CLOSE_GRACE = 5.0  # seconds a closing client gets to read our last reply before it is dropped
 
 
 def _command_limits() -> collections.defaultdict:
@@ -80,6 +82,16 @@ def unstuff_and_normalise(raw: bytes) -> bytes:
     if body.count(b"\n") != n_crlf or body.count(b"\r") != n_crlf:
         body = _BARE.sub(b"\r\n", body)
     return body
+
+
+def printable(text: str) -> str:
+    """Peer-supplied text made safe for logs and the console (control characters become '?')."""
+    return _UNPRINTABLE.sub("?", text)
+
+
+def _consume_result(task: asyncio.Future) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("message stored after its client left failed: %s", task.exception())
 
 
 def header_block(data: bytes) -> bytes:
@@ -124,18 +136,28 @@ class SmtpContext:
         return f"S{next(self._ids)}"
 
     def auth_delay(self, ip: str) -> float:
-        """Seconds to wait before answering a failed AUTH from ``ip``.
+        """Seconds an AUTH attempt from ``ip`` waits before its password is checked.
 
-        The first failure is answered promptly; later ones (within 15 minutes)
-        wait longer each time, which makes guessing passwords slow.
+        Nothing after no failure, so the first failure is answered promptly;
+        after failures (within 15 minutes) longer each time, which makes
+        guessing passwords slow. The wait comes before the check, so a flood
+        of guesses cannot keep the slow KDF (and the executor that also
+        writes mail) busy.
         """
+        count, last = self.auth_failures.get(ip, (0, 0.0))
+        if count == 0 or time.monotonic() - last > 900:
+            return 0.0
+        return min(self.config.smtp.auth_failure_delay * 2 ** (count - 1), 10.0)
+
+    def auth_failed(self, ip: str) -> int:
+        """Count a failed AUTH from ``ip``; returns its recent failures."""
         count, last = self.auth_failures.get(ip, (0, 0.0))
         if time.monotonic() - last > 900:
             count = 0
-        self.auth_failures[ip] = (count + 1, time.monotonic())
         if len(self.auth_failures) > 10_000:
             self.auth_failures.clear()
-        return 0.0 if count == 0 else min(self.config.smtp.auth_failure_delay * 2 ** (count - 1), 10.0)
+        self.auth_failures[ip] = (count + 1, time.monotonic())
+        return count + 1
 
     def factory(self) -> "SmtpSession":
         return SmtpSession(self)
@@ -221,8 +243,23 @@ class SmtpSession(SMTP):
     def _timeout_cb(self):
         self.closed_reason = "idle timeout"
         if self.transport is not None:
+            # A client that stopped reading has left replies in our buffer:
+            # close() would wait for it forever and keep its slot, so drop it.
+            if self.transport.get_write_buffer_size():
+                self.closed_reason = "idle timeout (client stopped reading)"
+                self.transport.abort()
+                return
             self.transport.write(b"421 4.4.2 Idle timeout, closing connection\r\n")
         super()._timeout_cb()
+
+    def _hang_up(self) -> None:
+        """Close after the last reply; drop the client if it does not read it in time."""
+        transport = self.transport
+        if transport is None:
+            return
+        transport.close()
+        if transport.get_write_buffer_size():
+            self.loop.call_later(CLOSE_GRACE, transport.abort)
 
     @property
     def tls(self) -> bool:
@@ -261,15 +298,15 @@ class SmtpSession(SMTP):
         elif not self._raw_replies:
             reply = add_enhanced_status(reply)
         await super().push(reply)
-        if reply[:2] == b"50" or reply[:1] == b"5" and reply[4:7] == b"5.5":
-            await self._count_error()
+        if reply[:2] == b"50" or reply[:3] == b"535" or reply[:1] == b"5" and reply[4:7] == b"5.5":
+            await self._count_error()  # failed AUTH (535) counts too, as in Postfix and chasquid
 
     async def _count_error(self) -> None:
         self.errors += 1
         if self.errors >= self.ctx.config.smtp.error_budget and self.transport is not None:
             self.closed_reason = "too many errors"
             self._writer.write(b"421 4.7.0 Too many errors, closing connection\r\n")
-            self.transport.close()
+            self._hang_up()
 
     async def _refuse(self, stage: str, reply: str, address: str = "") -> None:
         self.last_refusal = f"refused: {reply}"
@@ -280,7 +317,19 @@ class SmtpSession(SMTP):
 
     # -- greeting and extensions ----------------------------------------------------
 
+    async def _bad_hostname(self, verb: str, hostname: Optional[str]) -> bool:
+        """Refuse a HELO/EHLO without an argument, or with control characters (NUL ...) or over 255 octets."""
+        if not hostname:
+            await self.push(f"501 5.5.4 Syntax: {verb} hostname")
+            return True
+        if _UNPRINTABLE.search(hostname) or len(hostname.encode("utf-8", "surrogateescape")) > 255:
+            await self.push("501 5.5.4 Invalid HELO/EHLO hostname")
+            return True
+        return False
+
     async def smtp_HELO(self, hostname: str):
+        if await self._bad_hostname("HELO", hostname):
+            return
         self._raw_replies = True
         try:
             await super().smtp_HELO(hostname)
@@ -288,6 +337,8 @@ class SmtpSession(SMTP):
             self._raw_replies = False
 
     async def smtp_EHLO(self, hostname: str):
+        if await self._bad_hostname("EHLO", hostname):
+            return
         self._raw_replies = True
         try:
             await super().smtp_EHLO(hostname)
@@ -305,7 +356,7 @@ class SmtpSession(SMTP):
         return responses[:-1] + extra + [responses[-1]]
 
     def _set_helo(self, hostname: str) -> None:
-        self.helo = hostname[:255]
+        self.helo = printable(hostname[:255])
         self.session.host_name = hostname
         self.tx = Transaction()
         self._changed("helo")
@@ -332,9 +383,9 @@ class SmtpSession(SMTP):
         self.ctx.bus.publish(ClientRefused(session=self.sid, proto="smtp", peer=self.ip, stage="connect",
                                            reply="421 HTTP request"))
         await self.push("421 4.7.0 This is an SMTP server, not a web server; closing")
-        self.transport.close()
+        self._hang_up()
 
-    smtp_GET = smtp_POST = smtp_HEAD = smtp_PUT = smtp_CONNECT = smtp_OPTIONS = _http
+    smtp_GET = smtp_POST = smtp_HEAD = smtp_PUT = smtp_DELETE = smtp_CONNECT = smtp_OPTIONS = _http
 
     # -- AUTH -----------------------------------------------------------------------
 
@@ -358,13 +409,14 @@ class SmtpSession(SMTP):
         if data is None:  # client aborted with "*"; aiosmtpd already answered
             return AuthResult(success=False, handled=True)
         login = data.login.decode("utf-8", "replace")
+        await asyncio.sleep(self.ctx.auth_delay(self.ip))
         key = await self.ctx.registry.verify(login, data.password)
         if key is None:
-            await asyncio.sleep(self.ctx.auth_delay(self.ip))
-            failures = self.ctx.auth_failures.get(self.ip, (1, 0))[0]
+            failures = self.ctx.auth_failed(self.ip)
+            shown = printable(login[:128])
             self.ctx.bus.publish(AuthFailed(session=self.sid, proto="smtp", peer=self.ip,
-                                            login=login[:128], failures=failures))
-            log.warning("SMTP AUTH failed for %r from %s (%d recent failures)", login[:128], self.ip, failures)
+                                            login=shown, failures=failures))
+            log.warning("SMTP AUTH failed for %r from %s (%d recent failures)", shown, self.ip, failures)
             return AuthResult(success=False, handled=False,
                               message="535 5.7.8 Authentication credentials invalid")
         self.login = key
@@ -374,7 +426,8 @@ class SmtpSession(SMTP):
 
     # -- MAIL / RCPT -------------------------------------------------------------------
 
-    def _parse(self, arg: Optional[str], keyword: str, null_ok: bool, smtputf8: Optional[bool] = None):
+    def _parse(self, arg: Optional[str], keyword: str, null_ok: bool, smtputf8: Optional[bool] = None,
+               postmaster_domain: Optional[str] = None):
         if arg is None:
             raise AddressError("missing argument", f"501 5.5.4 Syntax: {keyword} <address>")
         rest = self._strip_command_keyword(keyword, arg)
@@ -388,7 +441,7 @@ class SmtpSession(SMTP):
         params = parse_params(param_text, smtputf8=True)
         if smtputf8 is None:
             smtputf8 = "SMTPUTF8" in params
-        addr = parse_path(path, null_ok=null_ok, smtputf8=smtputf8)
+        addr = parse_path(path, null_ok=null_ok, smtputf8=smtputf8, postmaster_domain=postmaster_domain)
         return addr, params
 
     @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
@@ -442,7 +495,8 @@ class SmtpSession(SMTP):
             await self.push("503 5.5.1 Need MAIL command first")
             return
         try:
-            rcpt, params = self._parse(arg, "TO:", null_ok=False, smtputf8=self.tx.smtputf8)
+            rcpt, params = self._parse(arg, "TO:", null_ok=False, smtputf8=self.tx.smtputf8,
+                                       postmaster_domain=self.ctx.config.server.local_domains[0])
         except AddressError as exc:
             await self.push(exc.reply)
             return
@@ -505,11 +559,19 @@ class SmtpSession(SMTP):
 
         msg_id = new_id()
         data = self._received_header(msg_id, tx) + body
+        # Shielded: aiosmtpd cancels this handler when the client goes away,
+        # and a spool entry cut off between its files and the in-memory queue
+        # would wait unqueued until the next restart. Storing always finishes;
+        # with no 250 sent, the client sends the message again.
+        storing = asyncio.ensure_future(self.ctx.intake.accept(envelope, data, msg_id=msg_id))
         try:
-            await self.ctx.intake.accept(envelope, data, msg_id=msg_id)
+            await asyncio.shield(storing)
         except StorageError as exc:
             await self._refuse("data", exc.reply)
             return
+        except asyncio.CancelledError:
+            storing.add_done_callback(_consume_result)
+            raise
         self.messages += 1
         self.ctx.stats["accepted"] += 1
         self.ctx.bus.publish(MessageAccepted(session=self.sid, msg_id=msg_id, sender=envelope.sender,
@@ -533,8 +595,8 @@ class SmtpSession(SMTP):
         while True:
             if time.monotonic() > deadline:
                 self.closed_reason = "DATA took too long"
-                await self.push("421 4.4.2 DATA timeout, closing connection")
-                self.transport.close()
+                self._writer.write(b"421 4.4.2 DATA timeout, closing connection\r\n")
+                self._hang_up()
                 return None, ""
             chunk = await reader.read(262144)
             if not chunk:

@@ -98,7 +98,9 @@ def test_sigkill_during_a_stream_loses_nothing_acknowledged(tmp_path):
     box = data / "mail" / "localhost" / "bob"
     local_ids = message_ids(p for sub in ("new", "cur") for p in (box / sub).glob("*"))
     assert len(local_ids) == len(set(local_ids)), "a message was delivered twice"
-    spooled = message_ids((data / "spool").glob("*.eml"))
+    # A body without its envelope was cut off before the 250 (and is removed at
+    # the next start): only complete entries count as queued.
+    spooled = message_ids(p for p in (data / "spool").glob("*.eml") if p.with_suffix(".json").exists())
     for tag, rcpt in acked:
         if rcpt == "bob@localhost":
             assert tag in local_ids, f"acknowledged {tag} lost from the mailbox"

@@ -115,7 +115,8 @@ def test_rejected_recipient_bounces_to_local_sender(relay, remote_port):
     assert "Diagnostic-Code: smtp; 550 5.1.1 no such user" in fields
     assert headers.get_content_type() == "text/rfc822-headers"
     assert "Message-ID: <e2e@localhost>" in headers.get_content()
-    assert [e.recipient for e in relay.events_of(Bounced)] == ["bad-user@mx.test"]
+    bounced = relay.wait_for(lambda: relay.events_of(Bounced), what="the Bounced event")
+    assert [e.recipient for e in bounced] == ["bad-user@mx.test"]
 
 
 def test_retries_then_bounce_states_the_cause_and_is_read_over_pop3(relay, remote_port):

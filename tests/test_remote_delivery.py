@@ -161,7 +161,8 @@ async def until(predicate) -> None:
 
 
 def spool_files(tmp_path: Path) -> list[str]:
-    return sorted(p.name for p in (tmp_path / "spool").iterdir() if p.is_file())
+    # dot-files are atomic_write's temporaries of a save in progress
+    return sorted(p.name for p in (tmp_path / "spool").iterdir() if p.is_file() and not p.name.startswith("."))
 
 
 # -- pure rules --------------------------------------------------------------
