@@ -108,6 +108,7 @@ class Queue:
         self._seq = itertools.count()
         self._wake = asyncio.Event()
         self._mirror_dirty = True
+        self._mirror_not_before = 0.0
         if store is not None:
             store.add_flush_hook(self._write_mirror)
 
@@ -323,10 +324,16 @@ class Queue:
         self._mirror_dirty = True
 
     def _write_mirror(self) -> None:
-        """Store flush hook: rewrite the TinyDB index if the queue changed."""
-        if not self._mirror_dirty or self._store is None:
+        """Store flush hook: rewrite the TinyDB index if the queue changed.
+
+        Rebuilding costs O(queue); like the file write, it waits 20 times its
+        own cost before running again, so a huge queue cannot hog the loop.
+        """
+        if not self._mirror_dirty or self._store is None or time.monotonic() < self._mirror_not_before:
             return
+        started = time.monotonic()
         table = self._store.queue.table("queue")
         table.truncate()
         table.insert_multiple(item.summary() for item in self.items())
         self._mirror_dirty = False
+        self._mirror_not_before = time.monotonic() + 20 * (time.monotonic() - started)

@@ -18,6 +18,7 @@ import asyncio
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -132,6 +133,7 @@ class Store:
         self._pending_logs: dict[str, list[dict]] = {name: [] for name in LOG_TABLES}
         self._flush_lock = asyncio.Lock()
         self._flush_hooks: list[Callable[[], None]] = []
+        self._not_before: dict[Path, float] = {}
 
     def add_flush_hook(self, hook: Callable[[], None]) -> None:
         """Run ``hook`` before each flush (to bring an index up to date)."""
@@ -176,8 +178,14 @@ class Store:
             self._apply_logs()
             loop = asyncio.get_running_loop()
             for storage in self._dirty_storages():
+                now = time.monotonic()
+                if now < self._not_before.get(storage.path, 0.0):
+                    continue
                 blob = storage.snapshot()
                 storage.dirty = False
+                # Serialising holds the event loop; a file that took t to
+                # serialise waits 20 t before its next write (<= 5 % of the loop).
+                self._not_before[storage.path] = now + 20 * (time.monotonic() - now)
                 try:
                     await loop.run_in_executor(None, storage.persist, blob)
                 except OSError as exc:
