@@ -60,8 +60,8 @@ class Admin:
         return [{"address": m.address, "created": m.created, "messages": self.maildirs.count(m.address)}
                 for m in self.registry.mailboxes()]
 
-    def mailbox_add(self, address: str, password: str, replace: bool = False) -> dict:
-        box = self.registry.add_mailbox(address, password, replace=replace)
+    async def mailbox_add(self, address: str, password: str, replace: bool = False) -> dict:
+        box = await self.registry.add_mailbox_async(address, password, replace=replace)
         self.maildirs.ensure(box.address)
         return {"address": box.address}
 

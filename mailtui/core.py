@@ -169,7 +169,7 @@ class Core:
         try:
             server = await start(ep.host, ep.port)
         except OSError as exc:
-            reason = exc.strerror or str(exc)
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
             if exc.errno == 13 and ep.port < 1024:
                 reason += " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
             listener.error = reason

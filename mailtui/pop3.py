@@ -547,7 +547,7 @@ class Pop3Server:
         ip, peer = _format_peer(writer.get_extra_info("peername"))
         session = Pop3Session(self, f"P{next(_session_ids)}", peer, ip)
         started = time.time()
-        self._publish(ConnectionOpened(session=session.id, proto="pop3", peer=peer, registered=False))
+        self._publish(ConnectionOpened(session=session.id, proto="pop3", peer=ip, registered=False))
         over_limit = self.active >= self.config.max_connections
         self.active += 1
         result = "dropped"
@@ -579,7 +579,7 @@ class Pop3Server:
                 self._tasks.discard(task)
             if result == "dropped" and session.retrieved:
                 result = f"dropped, {len(session.retrieved)} retrieved, nothing deleted"
-            self._publish(ConnectionClosed(session=session.id, proto="pop3", peer=peer, result=result,
+            self._publish(ConnectionClosed(session=session.id, proto="pop3", peer=ip, result=result,
                                            messages=len(session.retrieved)))
             if self.store is not None:
                 self.store.log("connections", {"time": started, "proto": "pop3", "peer": peer,
@@ -679,7 +679,7 @@ class Pop3Server:
             log.exception("event listener failed")
 
     def _changed(self, session: Pop3Session) -> None:
-        self._publish(SessionChanged(session=session.id, proto="pop3", peer=session.peer,
+        self._publish(SessionChanged(session=session.id, proto="pop3", peer=session.ip,
                                      tls=session.tls, login=session.login, state=session.state.value))
 
     def _lock(self, key: str, session_id: str) -> bool:
@@ -700,13 +700,13 @@ class Pop3Server:
         count, last = self._failures.get(session.ip, (0, now))
         count = count + 1 if now - last < FAILURE_MEMORY else 1
         self._failures[session.ip] = (count, now)
-        self._publish(AuthFailed(session=session.id, proto="pop3", peer=session.peer, login=login,
+        self._publish(AuthFailed(session=session.id, proto="pop3", peer=session.ip, login=login,
                                  failures=count))
         return count
 
     def _login_succeeded(self, session: Pop3Session) -> None:
         self._failures.pop(session.ip, None)
-        self._publish(AuthSucceeded(session=session.id, proto="pop3", peer=session.peer,
+        self._publish(AuthSucceeded(session=session.id, proto="pop3", peer=session.ip,
                                     login=session.login))
         self._changed(session)
 

@@ -178,12 +178,29 @@ class Registry:
         return key in self._hashes
 
     def add_mailbox(self, address: str, password: str, *, replace: bool = False) -> Mailbox:
+        """Validate, hash (slow: blocks for scrypt) and store; see :meth:`add_mailbox_async`."""
+        key = self.check_new_mailbox(address, password, replace=replace)
+        return self.store_mailbox(key, hash_password(password), replace=replace)
+
+    async def add_mailbox_async(self, address: str, password: str, *, replace: bool = False) -> Mailbox:
+        """As :meth:`add_mailbox`, with the scrypt hashing off the event loop."""
+        key = self.check_new_mailbox(address, password, replace=replace)
+        hashed = await asyncio.get_running_loop().run_in_executor(None, hash_password, password)
+        return self.store_mailbox(key, hashed, replace=replace)
+
+    def check_new_mailbox(self, address: str, password: str, *, replace: bool = False) -> str:
+        """The mailbox key for ``address``, or RegistryError/PasswordError saying why not."""
         key = normalize_mailbox(address, self.local_domains)
         check_strength(password)
+        if key in self._hashes and not replace:
+            raise RegistryError(f"mailbox {key} already exists")
+        return key
+
+    def store_mailbox(self, key: str, hashed: str, *, replace: bool = False) -> Mailbox:
         exists = key in self._hashes
         if exists and not replace:
             raise RegistryError(f"mailbox {key} already exists")
-        doc = {"address": key, "password": hash_password(password), "created": time.time()}
+        doc = {"address": key, "password": hashed, "created": time.time()}
         if exists:
             self._mailboxes.update({"password": doc["password"]}, lambda d: d["address"] == key)
         else:

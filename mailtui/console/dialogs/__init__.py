@@ -1,0 +1,9 @@
+"""Modal screens; each dismisses with a typed result (or None when cancelled)."""
+
+from .confirm import ConfirmDialog
+from .forms import ClientForm, ClientFormResult, MailboxForm, MailboxFormResult
+from .help import HelpScreen
+from .message import MessageView
+
+__all__ = ["ClientForm", "ClientFormResult", "ConfirmDialog", "HelpScreen", "MailboxForm", "MailboxFormResult",
+           "MessageView"]

@@ -1,0 +1,117 @@
+"""The two status lines: listeners and their state, counters, a rate sparkline."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Sparkline, Static
+
+from ..model import Counters
+
+
+def short_error(error: str) -> str:
+    """asyncio's "error while attempting to bind on address (...): reason" says it twice."""
+    return error.rpartition("): ")[2] if error.startswith("error while attempting to bind") else error
+
+
+def listeners_text(listeners: Sequence, phase: str, problem: str = "") -> Text:
+    """``phase`` is starting, running, stopping, stopped or failed."""
+    text = Text.assemble((" mailtui ", "bold reverse"), " ")
+    if problem:
+        text.append(f"✗ {problem}", style="bold red")
+        return text
+    if phase == "starting" or (phase == "running" and not listeners):
+        text.append("starting …", style="dim")
+        return text
+    for listener in sorted(listeners, key=lambda li: li.ok):   # failures first: they matter most
+        name = listener.proto.upper()
+        if listener.ok and phase == "running":
+            text.append("● ", style="green")
+            text.append(f"{name} {listener.bound}  ")
+        elif listener.ok:
+            text.append("○ ", style="dim")
+            text.append(f"{name} {listener.bound}  ", style="dim")
+        else:
+            text.append(f"✗ {name} {listener.address}: {short_error(listener.error)}  ", style="bold red")
+    if phase in ("stopping", "stopped"):
+        text.append(f"({phase})", style="yellow")
+    text.rstrip()
+    return text
+
+
+def human(n: int) -> str:
+    if n < 10_000:
+        return str(n)
+    if n < 1_000_000:
+        return f"{n / 1000:.1f}k" if n < 100_000 else f"{n // 1000}k"
+    return f"{n / 1_000_000:.1f}M"
+
+
+def counters_text(counters: Counters, queued: int = 0) -> Text:
+    text = Text(" ")
+    text.append("queue ", style="dim")
+    text.append(human(queued), style="bold yellow" if queued else "bold")
+    text.append("  │  ", style="dim")
+    for label, value, style in (("accepted", counters.accepted, ""),
+                                ("delivered", counters.delivered, "green"),
+                                ("deferred", counters.deferred, "yellow"),
+                                ("bounced", counters.bounced, "red"),
+                                ("refused", counters.refused, "magenta")):
+        text.append(f"{label} ", style="dim")
+        text.append(human(value), style=f"bold {style}".strip())
+        text.append("  ")
+    return text
+
+
+class StatusBar(Vertical):
+    """Listener addresses and state with the message rate; the counters.
+
+    Its parts have fixed sizes, so the updates a few times a second redraw
+    two lines and never re-run the screen's layout; unchanged text is not
+    even redrawn.
+    """
+
+    DEFAULT_CSS = """
+    StatusBar {
+        height: 2;
+        background: $panel;
+        & Horizontal { height: 1; }
+        & Static { text-wrap: nowrap; text-overflow: ellipsis; }
+        #status-listeners { width: 1fr; }
+        #status-rate { width: 9; color: $text-muted; }
+        #status-spark { width: 12; margin-right: 1; }
+        #status-numbers { width: 1fr; }
+        &.-problem #status-rate, &.-problem #status-spark { display: none; }
+    }
+    Screen.-wide StatusBar #status-spark { width: 32; }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._shown: dict[str, object] = {}
+
+    def compose(self) -> ComposeResult:
+        with Horizontal():
+            yield Static(id="status-listeners")
+            yield Static(id="status-rate")
+            yield Sparkline([0.0], id="status-spark")
+        yield Static(id="status-numbers")
+
+    def _update(self, name: str, content: Text | str) -> None:
+        if self._shown.get(name) != content:
+            self._shown[name] = content
+            self.query_one(f"#{name}", Static).update(content, layout=False)
+
+    def show_listeners(self, listeners: Sequence, phase: str, problem: str = "") -> None:
+        self.set_class(bool(problem) or any(not li.ok for li in listeners), "-problem")
+        self._update("status-listeners", listeners_text(listeners, phase, problem))
+
+    def show_counters(self, counters: Counters, queued: int, per_minute: int, series: list[float]) -> None:
+        self._update("status-numbers", counters_text(counters, queued))
+        self._update("status-rate", f"{human(per_minute):>4}/min ")
+        if self._shown.get("status-spark") != series:
+            self._shown["status-spark"] = series
+            self.query_one("#status-spark", Sparkline).data = series
