@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .safeio import DirSyncer, write_file
 
+_OUR_NAME = re.compile(r"(\d+)\.M(\d+)P\d+Q\d+\.[^,]*,S=(\d+)$")
 _SAFE_PART = re.compile(r"[a-z0-9][a-z0-9._+-]{0,63}")
 _SAFE_DOMAIN = re.compile(r"[a-z0-9][a-z0-9.-]{0,254}")
 
@@ -105,20 +106,33 @@ class Maildirs:
             for entry in entries:
                 if entry.name.startswith("."):
                     continue
-                try:
-                    st = entry.stat()
-                except FileNotFoundError:
-                    continue
                 name = entry.name.split(":", 1)[0]
-                found.append((st.st_mtime, name, StoredMessage(name, Path(entry.path), st.st_size)))
+                ours = _OUR_NAME.match(name)
+                if ours:  # time and size are in the name: no stat (50,000 stats take a second)
+                    when, size = int(ours[1]) + int(ours[2]) / 1e6, int(ours[3])
+                else:
+                    try:
+                        st = entry.stat()
+                    except FileNotFoundError:
+                        continue
+                    when, size = st.st_mtime, st.st_size
+                found.append((when, name, StoredMessage(name, Path(entry.path), size)))
         found.sort(key=lambda item: (item[0], item[1]))
         return [item[2] for item in found]
 
     def count(self, key: str) -> int:
+        """Messages waiting in a mailbox (a directory listing, no stat)."""
         try:
-            return len(self.list(key))
+            box = self.path_for(key)
         except MaildirError:
             return 0
+        total = 0
+        for sub in ("new", "cur"):
+            try:
+                total += sum(1 for e in os.scandir(box / sub) if not e.name.startswith("."))
+            except FileNotFoundError:
+                pass
+        return total
 
     def remove(self, message: StoredMessage) -> None:
         try:

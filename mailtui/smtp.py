@@ -46,9 +46,9 @@ _DEFAULT_STATUS = {
     b"552": b"5.3.4", b"553": b"5.1.3", b"554": b"5.0.0", b"555": b"5.5.4",
 }
 _RECEIVED = re.compile(rb"(?im)^received:")
-_LONG_LINE = re.compile(rb"[^\n]{1000}")
 _BARE = re.compile(rb"\r\n|\r|\n")
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")  # C0, DEL, C1; surrogates = bytes not UTF-8
+DATA_READ_LIMIT = 256 * 1024
 CLOSE_GRACE = 5.0  # seconds a closing client gets to read our last reply before it is dropped
 
 
@@ -92,6 +92,15 @@ def printable(text: str) -> str:
 def _consume_result(task: asyncio.Future) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.warning("message stored after its client left failed: %s", task.exception())
+
+
+def has_long_line(body: bytes) -> bool:
+    """A line over 998 octets (plus CR) — RFC 5321 4.5.3.1.6.
+
+    Splitting is C-speed; the regex ``[^\n]{1000}`` it replaces cost 3 ms per
+    100 KiB message by retrying at every offset.
+    """
+    return len(body) > 999 and max(map(len, body.split(b"\n"))) > 999
 
 
 def header_block(data: bytes) -> bytes:
@@ -609,7 +618,7 @@ class SmtpSession(SMTP):
         if len(_RECEIVED.findall(header_block(body))) > MAX_RECEIVED:
             await self._refuse("data", "554 5.4.6 Too many Received headers: mail loop detected")
             return
-        if _LONG_LINE.search(body):
+        if has_long_line(body):
             await self._refuse("data", "500 5.5.6 Line too long (RFC 5321 4.5.3.1.6: 998 octets)")
             return
         envelope = Envelope(sender=str(tx.sender) if tx.sender else "", local=tx.local, remote=tx.remote,
@@ -646,6 +655,17 @@ class SmtpSession(SMTP):
         exact CRLF.CRLF sequence ends the data; anything pipelined after it is
         put back for the command loop.
         """
+        # Commands are read under aiosmtpd's 1001-octet reader limit, which
+        # also pauses the socket whenever 2 KiB are buffered; for the body
+        # let up to 512 KiB queue up so each wake-up brings a large chunk.
+        reader = self._reader
+        reader._limit = DATA_READ_LIMIT
+        try:
+            return await self._read_body()
+        finally:
+            reader._limit = self.line_length_limit
+
+    async def _read_body(self) -> tuple[Optional[bytes], str]:
         limit = self.ctx.config.smtp.max_message_size
         deadline = time.monotonic() + self.ctx.config.smtp.data_timeout
         reader = self._reader
