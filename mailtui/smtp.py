@@ -75,7 +75,7 @@ def unstuff_and_normalise(raw: bytes) -> bytes:
     Only ``<CRLF>.<CRLF>`` ended the data (the caller found it), so a bare-LF
     ``.`` line is ordinary content here, never a second message.
     """
-    body = raw.replace(b"\r\n.", b"\r\n")
+    body = raw.replace(b"\r\n.", b"\r\n") if b"\r\n." in raw else raw
     if body.startswith(b"."):
         body = body[1:]
     n_crlf = body.count(b"\r\n")
@@ -357,6 +357,15 @@ class SmtpSession(SMTP):
         except (asyncio.TimeoutError, ConnectionError):
             pass
         self.transport.close()
+
+    async def handle_exception(self, error: Exception) -> str:
+        """An unexpected error in a command: log it, answer 451, keep the session.
+
+        Needed because this class is its own aiosmtpd handler: the inherited
+        method would call itself forever.
+        """
+        log.error("%s: unexpected error from %s", self.sid, self.ip, exc_info=error)
+        return "451 4.3.0 Internal error, please try again later"
 
     # -- replies ------------------------------------------------------------------
 

@@ -431,3 +431,16 @@ async def test_fast_session_init_matches_aiosmtpd(tmp_path):
                 assert getattr(fast, name) == expected, name
     finally:
         await core.stop()
+
+
+def test_an_unexpected_error_is_a_451_and_the_session_goes_on(server):
+    registered(server)
+
+    def broken(*args):
+        raise RuntimeError("policy blew up")
+    server.core.policy.check_sender = broken
+    with smtp(server) as c:
+        c.ehlo("client.test")
+        code, text = c.mail("a@example.org")
+        assert code == 451 and text.startswith(b"4.3.0")
+        assert c.noop()[0] == 250
