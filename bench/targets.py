@@ -9,7 +9,6 @@ its queue is empty, and CPU / memory figures read from /proc.
 from __future__ import annotations
 
 import fcntl
-import importlib.util
 import os
 import pty
 import shutil
@@ -22,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from common import (REPO, count_files, count_tree, cpu_seconds, thread_cpu_seconds, free_port, log, proc_status_kib,
+from common import (REPO, count_tree, cpu_seconds, thread_cpu_seconds, free_port, log, proc_status_kib,
                     stop_process, tree_cpu_seconds, tree_rss_kib, wait_port, which)
 
 # Where the mailtui package under test is imported from (run.py may point it at a snapshot).

@@ -34,7 +34,7 @@ class StoredMessage:
     """One message in a Maildir, as POP3 sees it."""
 
     name: str        # unique file name (the part before ":2," info)
-    path: Path
+    path: str        # a plain str: building 50,000 Path objects costs most of a listing
     size: int        # octets, exactly what RETR sends before dot-stuffing
 
 
@@ -116,7 +116,7 @@ class Maildirs:
                     except FileNotFoundError:
                         continue
                     when, size = st.st_mtime, st.st_size
-                found.append((when, name, StoredMessage(name, Path(entry.path), size)))
+                found.append((when, name, StoredMessage(name, entry.path, size)))
         found.sort(key=lambda item: (item[0], item[1]))
         return [item[2] for item in found]
 

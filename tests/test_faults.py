@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from dnsworld import DNSMASQ, MX_HOST_2, DnsWorld, free_port
+from dnsworld import MX_HOST_2, free_port
 from harness import RunningServer, make_config
 from mailtui.events import Bounced, Deferred
 from test_cli import mailtui
@@ -144,17 +144,6 @@ def tag_of(data: bytes) -> str:
 
 
 # -- kill -9 -------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def dns_world():
-    if DNSMASQ is None:
-        pytest.skip("dnsmasq is not installed")
-    world = DnsWorld().start()
-    try:
-        yield world
-    finally:
-        world.close()
-
 
 def sender(port: int, acked: list, stop: threading.Event, worker: int) -> None:
     """Send until stopped, through every crash; ``acked`` gets (tag, rcpts) after each 250."""

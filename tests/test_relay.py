@@ -172,7 +172,7 @@ def test_relay_after_failed_auth_refused(mx_server):
         c.sock = tls_context().wrap_socket(c.sock)
         c.file = c.sock.makefile("rb")
         c.ehlo("stranger.test")
-        for secret in (f"\0alice@localhost\0wrong password", f"bob@localhost\0alice@localhost\0{PASSWORD}x",
+        for secret in ("\0alice@localhost\0wrong password", f"bob@localhost\0alice@localhost\0{PASSWORD}x",
                        "\0alice@localhost\0"):
             token = base64.b64encode(secret.encode()).decode()
             assert c.cmd(f"AUTH PLAIN {token}").startswith(b"535 5.7.8")

@@ -30,7 +30,7 @@ from mailtui.resolver import (
 from mailtui.store import Store
 
 from dnsworld import (
-    A_ONLY_HOST, DNSMASQ, MX_HOST_1, MX_HOST_2, DnsWorld, EventLog, FakeMX, busy_server,
+    A_ONLY_HOST, MX_HOST_1, MX_HOST_2, EventLog, FakeMX, busy_server,
     free_port,
 )
 
@@ -50,17 +50,6 @@ LOOPBACKS = ("127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5")
 
 
 # -- fixtures ----------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def dns_world():
-    if DNSMASQ is None:
-        pytest.skip("dnsmasq is not installed")
-    world = DnsWorld().start()
-    try:
-        yield world
-    finally:
-        world.close()
-
 
 @pytest.fixture
 def smtp_port() -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from dnsworld import DNSMASQ, MX_HOST_2, A_ONLY_HOST, DnsWorld, free_port
+from dnsworld import MX_HOST_2, A_ONLY_HOST, free_port
 from harness import RunningServer, make_config
 from mailtui.events import Bounced, DeliveredRemote, MessageAccepted
 from wire import Dialog, RawMX, bare_line_ends, data_section, stuff, unstuff
@@ -62,17 +62,6 @@ def test_pipelined_commands_after_a_real_end_are_commands(server):
 
 
 # -- outbound: what relayed mail and bounces look like on the wire ----------------------
-
-@pytest.fixture(scope="module")
-def dns_world():
-    if DNSMASQ is None:
-        pytest.skip("dnsmasq is not installed")
-    world = DnsWorld().start()
-    try:
-        yield world
-    finally:
-        world.close()
-
 
 @pytest.fixture
 def relay(tmp_path, dns_world):
