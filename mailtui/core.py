@@ -13,7 +13,6 @@ import asyncio
 import fcntl
 import logging
 import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -237,7 +236,3 @@ class Core:
             self.store.close()
         self._lock.release()
         self.started = False
-
-
-def local_hostname() -> str:
-    return socket.getfqdn()

@@ -105,15 +105,3 @@ class Intake:
                     await self.queue.finish(result)   # a spool entry
             except OSError as exc:
                 log.warning("could not remove a partly stored message: %s", exc)
-
-    async def submit(self, sender: str, recipients: list[str], data: bytes,
-                     is_local: "callable" = None) -> str:  # type: ignore[valid-type]
-        """Inject a message made by the server itself (a DSN)."""
-        envelope = Envelope(sender=sender)
-        for rcpt in recipients:
-            key = is_local(rcpt) if is_local else None
-            if key:
-                envelope.local.setdefault(key, []).append(rcpt)
-            else:
-                envelope.remote.append(rcpt)
-        return await self.accept(envelope, data)
