@@ -74,8 +74,8 @@ def _stacks(raw: Path, thread: str):
         yield [_func(f) for f in frames], int(count)
 
 
-def summarize(raw: Path, top: int = 15, thread: str = "all") -> tuple[int, list[tuple[str, int, int]]]:
-    """Total samples and the ``top`` functions by own samples: (function, self, inclusive)."""
+def _counts(raw: Path, thread: str) -> tuple[int, Counter[str], Counter[str]]:
+    """Total samples, own samples and inclusive samples per function."""
     own: Counter[str] = Counter()
     incl: Counter[str] = Counter()
     total = 0
@@ -84,19 +84,18 @@ def summarize(raw: Path, top: int = 15, thread: str = "all") -> tuple[int, list[
         own[frames[-1]] += n
         for f in set(frames):
             incl[f] += n
+    return total, own, incl
+
+
+def summarize(raw: Path, top: int = 15, thread: str = "all") -> tuple[int, list[tuple[str, int, int]]]:
+    """Total samples and the ``top`` functions by own samples: (function, self, inclusive)."""
+    total, own, incl = _counts(raw, thread)
     rows = [(f, own[f], incl[f]) for f, _ in own.most_common(top)]
     return total, rows
 
 
 def top_inclusive(raw: Path, top: int = 15, thread: str = "main") -> tuple[int, list[tuple[str, int, int]]]:
     """The ``top`` functions by inclusive samples, leaving out the frames every stack has."""
-    own: Counter[str] = Counter()
-    incl: Counter[str] = Counter()
-    total = 0
-    for frames, n in _stacks(raw, thread):
-        total += n
-        own[frames[-1]] += n
-        for f in set(frames):
-            incl[f] += n
+    total, own, incl = _counts(raw, thread)
     rows = [(f, own[f], c) for f, c in incl.most_common() if c < total * 0.999][:top]
     return total, rows

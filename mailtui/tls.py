@@ -16,7 +16,8 @@ from .config import Config, ConfigError
 from .safeio import atomic_write
 
 
-def _make_self_signed(hostname: str) -> tuple[bytes, bytes]:
+def make_self_signed(hostname: str) -> tuple[bytes, bytes]:
+    """A self-signed EC certificate and key (PEM) for ``hostname``, localhost and loopback."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -52,7 +53,7 @@ def certificate_files(config: Config) -> tuple[Path, Path]:
     cert, key = folder / "selfsigned.crt", folder / "selfsigned.key"
     if not (cert.exists() and key.exists()):
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        cert_pem, key_pem = _make_self_signed(config.server.hostname)
+        cert_pem, key_pem = make_self_signed(config.server.hostname)
         atomic_write(key, key_pem, mode=0o600)
         atomic_write(cert, cert_pem, mode=0o644)
     return cert, key

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
-import ipaddress
 import shutil
 import socket
 import ssl
@@ -35,6 +33,7 @@ from aiosmtpd.smtp import SMTP as SMTPProtocol
 
 from mailtui.config import Endpoint
 from mailtui.events import Event, EventBus
+from mailtui.tls import make_self_signed
 
 DNSMASQ = shutil.which("dnsmasq") or next(
     (p for p in ("/usr/sbin/dnsmasq", "/sbin/dnsmasq") if Path(p).exists()), None)
@@ -305,28 +304,11 @@ async def busy_server(host: str, port: int, greeting: bytes = b"421 4.3.2 too bu
 
 @lru_cache(maxsize=1)
 def _self_signed_files() -> tuple[str, str]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mx.test")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=30))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.DNSName("mx.test"), x509.IPAddress(ipaddress.ip_address("127.0.0.2"))]),
-                critical=False)
-            .sign(key, hashes.SHA256()))
+    cert, key = make_self_signed("mx.test")
     folder = Path(tempfile.mkdtemp(prefix="mailtui-tls-"))
     cert_path, key_path = folder / "cert.pem", folder / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    cert_path.write_bytes(cert)
+    key_path.write_bytes(key)
     return str(cert_path), str(key_path)
 
 

@@ -38,6 +38,7 @@ from dnsworld import MX_HOST_2, free_port
 from harness import RunningServer, make_config
 from mailtui.events import Bounced, Deferred
 from test_cli import mailtui
+from test_crash import wait_port
 from wire import Dialog, RawMX, unstuff
 
 pytestmark = pytest.mark.timeout(120)
@@ -46,18 +47,6 @@ MSG = b"Subject: hi\r\n\r\nhello\r\n"
 
 
 # -- a `mailtui serve` process -------------------------------------------------------------
-
-def wait_port(port: int, proc: subprocess.Popen, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "mailtui serve exited during start"
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"server did not listen on {port}")
-
 
 class Serve:
     """``python -m mailtui serve`` on a config of its own; output kept in a file."""

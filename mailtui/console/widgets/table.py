@@ -102,29 +102,21 @@ class LiveTable(ScrollView, can_focus=True):
         Binding("end,G", "last", "Last", show=False),
     ]
 
-    class Highlighted(Message):
+    class _RowMessage(Message):
+        def __init__(self, table: "LiveTable", row: Any) -> None:
+            super().__init__()
+            self.table = table
+            self.row = row
+
+        @property
+        def control(self) -> "LiveTable":
+            return self.table
+
+    class Highlighted(_RowMessage):
         """The cursor moved to another row (``row`` is None when the table is empty)."""
 
-        def __init__(self, table: "LiveTable", row: Any) -> None:
-            super().__init__()
-            self.table = table
-            self.row = row
-
-        @property
-        def control(self) -> "LiveTable":
-            return self.table
-
-    class Selected(Message):
+    class Selected(_RowMessage):
         """Enter or a double click on a row."""
-
-        def __init__(self, table: "LiveTable", row: Any) -> None:
-            super().__init__()
-            self.table = table
-            self.row = row
-
-        @property
-        def control(self) -> "LiveTable":
-            return self.table
 
     def __init__(self, columns: Sequence[Column], cells: Callable[[Any], dict[str, Cell]], *,
                  key: Callable[[Any], Any] = lambda row: row.key, tail: bool = False,
