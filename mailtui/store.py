@@ -145,6 +145,11 @@ class Store:
         """Queue a log entry; it reaches TinyDB at the next flush."""
         self._pending_logs[table].append(doc)
 
+    def recent(self, table: str, limit: int = 100) -> list[dict]:
+        """Newest entries first, including those not yet flushed."""
+        rows = self.logs.table(table).all() + self._pending_logs[table]
+        return list(reversed(rows[-limit:]))
+
     def _apply_logs(self) -> None:
         for hook in self._flush_hooks:
             hook()
