@@ -307,7 +307,7 @@ def fill_spool(spool: Path, count: int, *, size: int = 4096) -> None:
     """``count`` deferred messages for an unreachable domain, next try a week away."""
     import sys
     sys.path.insert(0, str(REPO))
-    from mailtui.queue import QueueItem, RecipientState, new_id
+    from mailtui.store.db.queue import QueueItem, RecipientState, new_id
 
     spool.mkdir(parents=True, exist_ok=True, mode=0o700)
     now = time.time()

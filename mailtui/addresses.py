@@ -80,15 +80,25 @@ def parse_domain(text: str, *, smtputf8: bool = False) -> str:
     return text.lower()
 
 
-def _parse_literal(text: str) -> str:
-    inner = text[1:-1]
+def literal_ip(domain: str) -> str | None:
+    """The IP address in an address literal (``[192.0.2.1]``, ``[IPv6:::1]``), else None.
+
+    Raises AddressError for a bracketed text that is not an address of its kind.
+    """
+    if not (domain.startswith("[") and domain.endswith("]")):
+        return None
+    inner = domain[1:-1]
     try:
         if inner[:5].lower() == "ipv6:":
-            ip = ipaddress.IPv6Address(inner[5:])
-            return f"[IPv6:{ip.compressed}]"
-        return f"[{ipaddress.IPv4Address(inner)}]"
+            return ipaddress.IPv6Address(inner[5:]).compressed
+        return str(ipaddress.IPv4Address(inner))
     except ValueError:
-        raise AddressError(f"bad address literal {text!r}") from None
+        raise AddressError(f"bad address literal {domain!r}") from None
+
+
+def _parse_literal(text: str) -> str:
+    ip = literal_ip(text)
+    return f"[IPv6:{ip}]" if ":" in ip else f"[{ip}]"
 
 
 def _parse_quoted(text: str, smtputf8: bool) -> tuple[str, int]:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from .wire import hostport
+
 ENV_VAR = "MAILTUI_CONFIG"
 
 
@@ -33,7 +35,7 @@ class Endpoint:
     port: int
 
     def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return hostport(self.host, self.port)
 
 
 def parse_endpoint(text: str, key: str, default_port: int | None = None) -> Endpoint:
@@ -161,7 +163,6 @@ class Config:
         return domain.lower() in self.server.local_domains
 
 
-_SECTIONS = {f.name: f.type for f in fields(Config) if f.name != "source"}
 _SECTION_CLASSES = {
     "server": ServerConfig, "smtp": SmtpConfig, "pop3": Pop3Config, "tls": TlsConfig,
     "dns": DnsConfig, "delivery": DeliveryConfig, "policy": PolicyConfig, "logs": LogsConfig,

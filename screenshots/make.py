@@ -16,9 +16,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from mailtui.console.app import MailtuiApp, capture_logs  # noqa: E402
-from mailtui.console.widgets import LiveTable  # noqa: E402
-from mailtui.demo_world import DemoWorld  # noqa: E402
+from mailtui.frontends.console.app import MailtuiApp, capture_logs  # noqa: E402
+from mailtui.frontends.console.widgets import LiveTable  # noqa: E402
+from mailtui.frontends.demo.world import DemoWorld  # noqa: E402
 
 SIZE = (120, 36)
 

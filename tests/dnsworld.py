@@ -33,7 +33,7 @@ from aiosmtpd.smtp import SMTP as SMTPProtocol
 
 from mailtui.config import Endpoint
 from mailtui.events import Event, EventBus
-from mailtui.tls import make_self_signed
+from mailtui.server.tls import make_self_signed
 
 DNSMASQ = shutil.which("dnsmasq") or next(
     (p for p in ("/usr/sbin/dnsmasq", "/sbin/dnsmasq") if Path(p).exists()), None)

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mailtui.config import Config, from_mapping, with_overrides
-from mailtui.core import Core
 from mailtui.events import Event, EventBus
+from mailtui.server.core import Core
 
 PASSWORD = "correct horse battery"
 

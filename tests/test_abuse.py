@@ -17,11 +17,11 @@ import threading
 import time
 
 import pytest
-
 from harness import PASSWORD, RunningServer, make_config
-from mailtui.events import AuthFailed, ConnectionClosed, MessageAccepted
 from test_smtp import tls_context
 from wire import Dialog
+
+from mailtui.events import AuthFailed, ConnectionClosed, MessageAccepted
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -318,7 +318,7 @@ def auth_plain(login: str, password: str) -> str:
 
 
 def test_failed_auth_is_prompt_then_slowed_and_logged(strict, caplog):
-    caplog.set_level(logging.WARNING, logger="mailtui.smtp")
+    caplog.set_level(logging.WARNING, logger="mailtui.receive.smtp")
     delay = strict.config.smtp.auth_failure_delay
     took = []
     with Dialog(strict.smtp_port) as c:

@@ -17,19 +17,19 @@ import time
 from pathlib import Path
 
 import pytest
+from harness import PASSWORD, make_config
 from rich.console import Console
 from textual.widgets import Input, Static
 
-from harness import PASSWORD, make_config
 from mailtui import events as ev
-from mailtui.admin import Admin
+from mailtui.admin.verbs import Admin
 from mailtui.config import from_mapping
-from mailtui.console.app import MailtuiApp
-from mailtui.console.dialogs import ClientForm, ConfirmDialog, MailboxForm
-from mailtui.console.model import MAX_ROWS, ConsoleModel
-from mailtui.console.widgets import LiveTable
-from mailtui.console.widgets.table import Column, fit_columns
-from mailtui.core import DataDirLock, Listener, open_state
+from mailtui.frontends.console.app import MailtuiApp
+from mailtui.frontends.console.dialogs import ClientForm, ConfirmDialog, MailboxForm
+from mailtui.frontends.console.model import MAX_ROWS, ConsoleModel
+from mailtui.frontends.console.widgets import LiveTable
+from mailtui.frontends.console.widgets.table import Column, fit_columns
+from mailtui.server.core import DataDirLock, Listener, open_state
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -13,11 +13,11 @@ import poplib
 import smtplib
 
 import pytest
-
 from dnsworld import DNSMASQ, DnsWorld, FakeMX, free_port
 from harness import PASSWORD, RunningServer, make_config
-from mailtui.events import Bounced, Deferred, DeliveredRemote, DnsLookup
 from test_cli import mailtui, write_config
+
+from mailtui.events import Bounced, Deferred, DeliveredRemote, DnsLookup
 
 LOOPBACKS = ("127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4")
 MSG = b"From: Alice <alice@localhost>\r\nSubject: outbound\r\nMessage-ID: <e2e@localhost>\r\n\r\nHi.\r\n.dot\r\n"

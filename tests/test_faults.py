@@ -33,13 +33,13 @@ from email import message_from_bytes
 from pathlib import Path
 
 import pytest
-
 from dnsworld import MX_HOST_2, free_port
 from harness import RunningServer, make_config
-from mailtui.events import Bounced, Deferred
 from test_cli import mailtui
 from test_crash import wait_port
 from wire import Dialog, RawMX, unstuff
+
+from mailtui.events import Bounced, Deferred
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -7,7 +7,6 @@ import shutil
 import subprocess
 
 import pytest
-
 from harness import PASSWORD
 
 needs = lambda tool: pytest.mark.skipif(shutil.which(tool) is None, reason=f"{tool} not installed")  # noqa: E731

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from harness import PASSWORD, RunningServer, make_config
 from wire import Dialog, stuff, unstuff
 

@@ -13,16 +13,24 @@ import re
 import string
 
 import pytest
+from harness import RunningServer, make_config
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-
-from harness import RunningServer, make_config
-from mailtui.addresses import (MAX_DOMAIN, MAX_LOCAL_PART, Address, AddressError, parse_params, parse_path,
-                               split_path)
-from mailtui.config import Config, ConfigError, from_mapping, parse_endpoint
-from mailtui.policy import Client, Policy
-from mailtui.smtp import add_enhanced_status, unstuff_and_normalise
 from wire import Dialog, bare_line_ends, stuff
+
+from mailtui.addresses import (
+    MAX_DOMAIN,
+    MAX_LOCAL_PART,
+    Address,
+    AddressError,
+    parse_params,
+    parse_path,
+    split_path,
+)
+from mailtui.config import Config, ConfigError, from_mapping, parse_endpoint
+from mailtui.receive.policy import Client, Policy
+from mailtui.receive.smtp import unstuff_and_normalise
+from mailtui.replies import add_enhanced_status
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 import base64
 
 import pytest
-
 from harness import PASSWORD, RunningServer, make_config
-from mailtui.events import AuthFailed, ClientRefused, MessageAccepted
 from test_smtp import tls_context
 from wire import Dialog
+
+from mailtui.events import AuthFailed, ClientRefused, MessageAccepted
 
 # RCPT TO arguments that name (or try to smuggle) a remote mailbox through a
 # local domain, or a domain that only looks local.

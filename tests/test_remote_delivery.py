@@ -15,24 +15,40 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-
-from mailtui import courier, retry
-from mailtui.config import Config, Endpoint
-from mailtui.delivery import DeliveryAgent, without_self
-from mailtui.dsn import build_dsn, header_section, xtext_address
-from mailtui.events import (
-    Bounced, Deferred, DeliveredRemote, DeliveryAttempt, DnsLookup, EventBus, Notice,
-)
-from mailtui.queue import Queue, QueueItem, RecipientState
-from mailtui.resolver import (
-    MailHost, PermanentDnsError, Resolver, TemporaryDnsError, order_mx, parse_literal,
-)
-from mailtui.store import Store
-
 from dnsworld import (
-    A_ONLY_HOST, MX_HOST_1, MX_HOST_2, EventLog, FakeMX, busy_server,
+    A_ONLY_HOST,
+    MX_HOST_1,
+    MX_HOST_2,
+    EventLog,
+    FakeMX,
+    busy_server,
     free_port,
 )
+
+from mailtui.config import Config, Endpoint
+from mailtui.events import (
+    Bounced,
+    Deferred,
+    DeliveredRemote,
+    DeliveryAttempt,
+    DnsLookup,
+    EventBus,
+    Notice,
+)
+from mailtui.send import courier, retry
+from mailtui.send.delivery import DeliveryAgent, without_self
+from mailtui.send.dsn import build_dsn, xtext_address
+from mailtui.send.resolver import (
+    MailHost,
+    PermanentDnsError,
+    Resolver,
+    TemporaryDnsError,
+    order_mx,
+    parse_literal,
+)
+from mailtui.store.db import Store
+from mailtui.store.queue import Queue, QueueItem, RecipientState
+from mailtui.wire import header_section
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -247,28 +263,6 @@ def test_without_self():
     with pytest.raises(PermanentDnsError) as info:
         without_self("d.test", hosts[1:], "mail.local.test")
     assert info.value.status == "5.4.6"
-
-
-@pytest.mark.parametrize("code, message, status", [
-    (550, "5.1.1 no such user", "5.1.1"),
-    (550, "no such user", "5.0.0"),
-    (451, "4.7.1 greylisted", "4.7.1"),
-    (451, "5.7.1 mismatched class", "4.0.0"),
-    (250, "2.0.0 Ok: queued", "2.0.0"),
-    (421, "", "4.0.0"),
-])
-def test_enhanced_status(code, message, status):
-    assert courier.enhanced_status(code, message) == status
-
-
-@pytest.mark.parametrize("raw, wire", [
-    (b"a\nb\n", b"a\r\nb\r\n"),
-    (b"a\r\nb", b"a\r\nb\r\n"),
-    (b"a\rb\r\n", b"a\r\nb\r\n"),
-    (b"a\r\n\nb\n", b"a\r\n\r\nb\r\n"),
-])
-def test_normalize_crlf(raw, wire):
-    assert courier.normalize_crlf(raw) == wire
 
 
 # -- DSN ---------------------------------------------------------------------

@@ -16,11 +16,18 @@ import time
 from email import message_from_bytes
 
 import pytest
-
-from dnsworld import DNSMASQ, MX_HOST_2, STANDARD_HOSTS, STANDARD_MX, DnsWorld, free_port
+from dnsworld import (
+    DNSMASQ,
+    MX_HOST_2,
+    STANDARD_HOSTS,
+    STANDARD_MX,
+    DnsWorld,
+    free_port,
+)
 from harness import RunningServer, make_config
-from mailtui.events import ConnectionClosed, Deferred, DeliveredRemote, Bounced
 from wire import Dialog, RawMX, SilentMX
+
+from mailtui.events import Bounced, ConnectionClosed, Deferred, DeliveredRemote
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -10,9 +10,9 @@ import socket
 import ssl
 
 import pytest
-
-from harness import PASSWORD
 from conftest import start_server
+from harness import PASSWORD
+
 from mailtui.events import ClientRefused, MessageAccepted
 
 MSG = b"From: a@example.org\r\nTo: b@localhost\r\nSubject: hi\r\n\r\nHello there.\r\n"
@@ -401,10 +401,10 @@ def test_second_starttls_refused(server):
 async def test_fast_session_init_matches_aiosmtpd(tmp_path):
     """SmtpSession skips aiosmtpd's per-connection reflection; it must set up the same state."""
     from aiosmtpd.smtp import SMTP
-
     from harness import make_config
-    from mailtui.core import Core
-    from mailtui.smtp import SmtpSession
+
+    from mailtui.receive.smtp import SmtpSession
+    from mailtui.server.core import Core
 
     core = Core(make_config(tmp_path / "data"))
     await core.start()

@@ -9,11 +9,11 @@ only and correct dot-stuffing, so no receiver can be fooled either.
 from __future__ import annotations
 
 import pytest
-
-from dnsworld import MX_HOST_2, A_ONLY_HOST, free_port
+from dnsworld import A_ONLY_HOST, MX_HOST_2, free_port
 from harness import RunningServer, make_config
-from mailtui.events import Bounced, DeliveredRemote, MessageAccepted
 from wire import Dialog, RawMX, bare_line_ends, data_section, stuff, unstuff
+
+from mailtui.events import Bounced, DeliveredRemote, MessageAccepted
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -1,0 +1,1 @@
+"""Who may use the server and how it is run: clients, mailboxes, admin verbs, control socket."""

@@ -1,0 +1,149 @@
+"""Connections: every SMTP and POP3 session as it happens."""
+
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.message import Message
+from textual.reactive import reactive
+from textual.widgets import Static
+
+from ....wire import printable
+from ..model import SessionRow
+from .table import Cell, Column, LiveTable
+
+COLUMNS = (
+    Column("time", "Time", 8),
+    Column("proto", "Proto", 5),
+    Column("peer", "Address", 15),
+    Column("who", "Registered as", 18),
+    Column("tls", "TLS", 3, drop=1),
+    Column("helo", "HELO", 18, drop=2),
+    Column("state", "State", 9, drop=3),
+    Column("result", "Result", 20, flex=True),
+)
+
+OUTCOME_STYLES = {"accepted": "green", "refused": "red", "open": "yellow", "closed": ""}
+
+
+def clock_time(at: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(at))
+
+
+def host_of(peer: str) -> str:
+    """The address of a peer given as "192.0.2.1", "192.0.2.1:4321" or "[2001:db8::1]:4321"."""
+    if peer.startswith("["):
+        return peer[1:].partition("]")[0]
+    return peer.partition(":")[0] if peer.count(":") == 1 else peer
+
+
+def who_text(row: SessionRow) -> Text:
+    if row.login:
+        return Text(printable(row.login), style="cyan")
+    if row.client:
+        return Text(printable(row.client), style="green")
+    return Text(row.who, style="red" if row.proto == "smtp" else "dim")
+
+
+def session_cells(row: SessionRow) -> dict[str, Cell]:
+    return {
+        "time": clock_time(row.at),
+        "proto": row.proto,
+        "peer": host_of(row.peer),
+        "who": who_text(row),
+        "tls": Text("yes", style="green") if row.tls else Text("no", style="dim"),
+        "helo": row.helo,
+        "state": row.state,
+        "result": Text(printable(row.summary), style=OUTCOME_STYLES[row.outcome]),
+    }
+
+
+def session_detail(row: SessionRow | None) -> Text:
+    if row is None:
+        return Text("Sessions appear here as clients connect.", style="dim")
+    text = Text.assemble((f"{row.proto.upper()} {row.session} ", "bold"), f"from {row.peer} · ",
+                         who_text(row))
+    if row.proto == "smtp":
+        text.append(f" · HELO {printable(row.helo)}" if row.helo else " · no HELO yet")
+    text.append(" · TLS" if row.tls else " · no TLS")
+    text.append("\n")
+    if row.outcome == "open":
+        text.append(f"in progress ({row.state})", style=OUTCOME_STYLES["open"])
+    else:
+        text.append(printable(row.summary), style=OUTCOME_STYLES[row.outcome])
+    if row.can_register and row.outcome == "refused":
+        text.append(f"  — press r to register {row.peer}", style="bold")
+    return text
+
+
+class ConnectionsPanel(Vertical):
+    BINDINGS = [
+        Binding("r", "register", "Register client"),
+        Binding("f", "refused_only", "Refused only"),
+    ]
+
+    refused_only: reactive[bool] = reactive(False, init=False)
+
+    class RegisterRequested(Message):
+        """Register the peer of a session as a client."""
+
+        def __init__(self, address: str) -> None:
+            super().__init__()
+            self.address = address
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._sessions: Sequence[SessionRow] = ()
+        self._shown_detail: Text | None = None
+
+    def compose(self) -> ComposeResult:
+        yield LiveTable(COLUMNS, session_cells, key=lambda row: row.key, tail=True,
+                        version=lambda row: (row.key, row.version),
+                        empty="No connections yet", id="connections-table")
+        yield Static(session_detail(None), id="connections-detail", classes="detail")
+
+    @property
+    def table(self) -> LiveTable:
+        return self.query_one(LiveTable)
+
+    def show(self, sessions: Sequence[SessionRow]) -> None:
+        self._sessions = sessions
+        rows = [r for r in sessions if r.outcome == "refused"] if self.refused_only else sessions
+        self.table.set_rows(rows)
+        self._detail(self.table.cursor_row)
+
+    def _detail(self, row: SessionRow | None) -> None:
+        text = session_detail(row)
+        if text != self._shown_detail:  # a few times a second: redraw only what changed
+            self._shown_detail = text
+            self.query_one("#connections-detail", Static).update(text, layout=False)
+
+
+    def on_live_table_highlighted(self, event: LiveTable.Highlighted) -> None:
+        self._detail(event.row)
+
+    def action_register(self) -> None:
+        # Always offered (a footer that changed with every new row would flicker and cost a layout each time).
+        row = self.table.cursor_row
+        if row is None:
+            self.notify("Select a session first.", timeout=3)
+        elif row.can_register:
+            self.post_message(self.RegisterRequested(row.peer))
+        elif row.proto != "smtp":
+            self.notify("POP3 sessions log in as a mailbox: there is nothing to register.", timeout=4)
+        else:
+            self.notify(f"{row.peer} is already registered as the client {row.client}.", timeout=4)
+
+    def action_refused_only(self) -> None:
+        self.refused_only = not self.refused_only
+
+    def watch_refused_only(self, value: bool) -> None:
+        self.table.empty = "No refused connections" if value else "No connections yet"
+        self.show(self._sessions)
+        self.notify("Showing refused connections only (f: all)" if value else "Showing all connections",
+                    timeout=2)

@@ -1,0 +1,175 @@
+"""The retry queue: what waits for remote delivery, and the admin's verbs on it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.message import Message
+from textual.widgets import Static
+
+from ....wire import printable
+from .connections import clock_time
+from .table import Cell, Column, LiveTable
+
+COLUMNS = (
+    Column("id", "ID", 17),
+    Column("from", "From", 20, drop=1),
+    Column("to", "To", 22),
+    Column("tries", "Tries", 5, justify="right"),
+    Column("next", "Next try", 9, justify="right"),
+    Column("error", "Last error", 16, flex=True),
+)
+
+
+@dataclass(frozen=True)
+class QueueRow:
+    """A snapshot of one queued message."""
+
+    key: str
+    sender: str
+    recipients: tuple[tuple[str, str, str], ...]   # (address, state, last error)
+    attempts: int
+    next_attempt: float
+    last_error: str
+    in_flight: bool
+    size: int
+    arrival: float
+
+    @classmethod
+    def of(cls, item) -> "QueueRow":
+        return cls(key=item.id, sender=item.sender,
+                   recipients=tuple((r.address, r.state, r.last_error) for r in item.recipients),
+                   attempts=item.attempts, next_attempt=item.next_attempt, last_error=item.last_error,
+                   in_flight=item.in_flight, size=item.size, arrival=item.arrival)
+
+    @property
+    def pending(self) -> list[str]:
+        return [address for address, state, _ in self.recipients if state in ("queued", "deferred")]
+
+
+def countdown(seconds: float) -> str:
+    if seconds <= 0.5:
+        return "due"
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def size_text(size: int) -> str:
+    for unit in ("B", "kB", "MB"):
+        if size < 1000 or unit == "MB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return ""
+
+
+def recipients_text(addresses: Iterable[str]) -> str:
+    addresses = list(addresses)
+    if not addresses:
+        return "—"
+    return addresses[0] + (f" +{len(addresses) - 1}" if len(addresses) > 1 else "")
+
+
+class QueuePanel(Vertical):
+    BINDINGS = [
+        Binding("r", "act('retry')", "Retry now"),
+        Binding("b", "act('bounce')", "Bounce"),
+        Binding("d,delete", "act('delete')", "Delete"),
+        Binding("v", "act('view')", "View"),
+        Binding("R", "act('flush')", "Retry all", show=False),
+    ]
+
+    class ActionRequested(Message):
+        """retry, bounce, delete or view ``msg_id``; flush everything (msg_id "")."""
+
+        def __init__(self, action: str, msg_id: str) -> None:
+            super().__init__()
+            self.action = action
+            self.msg_id = msg_id
+
+    def __init__(self, clock: Callable[[], float] = time.time, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.clock = clock
+        self._shown_detail: Text | None = None
+
+    def compose(self) -> ComposeResult:
+        yield LiveTable(COLUMNS, self._cells, empty="The queue is empty: every message was delivered",
+                        id="queue-table")
+        yield Static(self._detail_text(None), id="queue-detail", classes="detail")
+
+    @property
+    def table(self) -> LiveTable:
+        return self.query_one(LiveTable)
+
+    def _cells(self, row: QueueRow) -> dict[str, Cell]:
+        if row.in_flight:
+            when = Text("sending", style="magenta")
+        else:
+            wait = row.next_attempt - self.clock()
+            when = Text("in " + countdown(wait) if wait > 0.5 else "due", style="" if wait > 0.5 else "bold")
+        return {
+            "id": row.key,
+            "from": f"<{row.sender}>" if row.sender else Text("<> bounce", style="dim"),
+            "to": recipients_text(row.pending),
+            "tries": str(row.attempts),
+            "next": when,
+            "error": Text(printable(row.last_error), style="yellow") if row.last_error else "",
+        }
+
+    def _detail_text(self, row: QueueRow | None) -> Text:
+        if row is None:
+            return Text("Messages for other domains wait here between delivery attempts.", style="dim")
+        text = Text.assemble((row.key, "bold"), f" from <{row.sender}> · {size_text(row.size)}"
+                                                f" · arrived {clock_time(row.arrival)}"
+                                                f" · {row.attempts} attempt(s)")
+        for address, state, error in row.recipients[:3]:
+            style = {"deferred": "yellow", "failed": "red", "delivered": "green"}.get(state, "")
+            text.append(f"\n  {address}: ")
+            text.append(state, style=style)
+            if error:
+                text.append(f" — {printable(error)}", style="dim")
+        if len(row.recipients) > 3:
+            text.append(f"\n  (+{len(row.recipients) - 3} more recipients)", style="dim")
+        return text
+
+    def show(self, rows: Sequence[QueueRow]) -> None:
+        self.table.set_rows(rows)
+        self._detail(self.table.cursor_row)
+
+    def tick(self) -> None:
+        """Redraw the countdowns."""
+        self.table.refresh()
+
+    def _detail(self, row: QueueRow | None) -> None:
+        text = self._detail_text(row)
+        if text != self._shown_detail:
+            self._shown_detail = text
+            self.query_one("#queue-detail", Static).update(text, layout=False)
+
+
+    def on_live_table_highlighted(self, event: LiveTable.Highlighted) -> None:
+        self._detail(event.row)
+
+    def on_live_table_selected(self, event: LiveTable.Selected) -> None:
+        self.post_message(self.ActionRequested("view", event.row.key))
+
+    def action_act(self, action: str) -> None:
+        # Always offered: a footer that changed whenever the queue emptied would flicker under load.
+        row = self.table.cursor_row
+        if action == "flush":
+            self.post_message(self.ActionRequested("flush", ""))
+        elif row is not None:
+            self.post_message(self.ActionRequested(action, row.key))
+        else:
+            self.notify("The queue is empty.", timeout=3)

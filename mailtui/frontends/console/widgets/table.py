@@ -1,0 +1,306 @@
+"""LiveTable: a keyboard-first table for live data, drawn with the Line API.
+
+Only the rows on screen are rendered, so a redraw costs the same whether the
+table holds ten rows or five hundred, and replacing the rows is one
+assignment: the panels hand over their bounded lists a few times a second.
+Columns that do not fit are dropped, least important first, and one flexible
+column takes the width that is left, so nothing ever scrolls sideways.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Hashable, Sequence
+
+from rich.style import Style
+from rich.text import Text
+from textual import events
+from textual.binding import Binding
+from textual.cache import LRUCache
+from textual.geometry import Size
+from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from ....wire import printable
+
+Cell = str | Text
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    label: str
+    width: int               # its width, or the least it gets when flexible
+    flex: bool = False       # takes the width the other columns leave
+    drop: int = 0            # 0: always shown; when narrow, the highest drops first
+    justify: str = "left"
+
+
+def fit_columns(columns: Sequence[Column], width: int) -> list[tuple[Column, int]]:
+    """The columns to show in ``width`` cells, with their widths."""
+    shown = list(columns)
+
+    def needed(cols: list[Column]) -> int:
+        return 1 + sum(c.width + 1 for c in cols)
+
+    while needed(shown) > width and any(c.drop for c in shown):
+        shown.remove(max((c for c in shown if c.drop), key=lambda c: c.drop))
+    spare = max(0, width - needed(shown))
+    flexible = [c for c in shown if c.flex] or shown[-1:]
+    share, extra = divmod(spare, len(flexible)) if flexible else (0, 0)
+    fitted = []
+    for column in shown:
+        grow = 0
+        if column in flexible:
+            grow = share + (extra if column is flexible[0] else 0)
+        fitted.append((column, column.width + grow))
+    return fitted
+
+
+class LiveTable(ScrollView, can_focus=True):
+    """Rows of any objects; ``cells(row)`` maps column keys to text."""
+
+    DEFAULT_CSS = """
+    LiveTable {
+        background: $surface;
+        color: $foreground;
+        overflow-x: hidden;
+        overflow-y: auto;
+        scrollbar-size-vertical: 1;
+        height: 1fr;
+        &:focus { background-tint: $foreground 4%; }
+        & > .live-table--header { text-style: bold; background: $panel; color: $foreground; }
+        & > .live-table--cursor {
+            background: $block-cursor-blurred-background;
+            color: $block-cursor-blurred-foreground;
+            text-style: $block-cursor-blurred-text-style;
+        }
+        &:focus > .live-table--cursor {
+            background: $block-cursor-background;
+            color: $block-cursor-foreground;
+            text-style: $block-cursor-text-style;
+        }
+        & > .live-table--empty { color: $text-muted; text-style: italic; }
+    }
+    """
+
+    COMPONENT_CLASSES = {"live-table--header", "live-table--cursor", "live-table--empty"}
+
+    BINDINGS = [
+        Binding("up,k", "cursor_up", "Up", show=False),
+        Binding("down,j", "cursor_down", "Down", show=False),
+        Binding("pageup,ctrl+b", "page_up", "Page up", show=False),
+        Binding("pagedown,ctrl+f", "page_down", "Page down", show=False),
+        Binding("home,g", "first", "First", show=False),
+        Binding("end,G", "last", "Last", show=False),
+    ]
+
+    class _RowMessage(Message):
+        def __init__(self, table: "LiveTable", row: Any) -> None:
+            super().__init__()
+            self.table = table
+            self.row = row
+
+        @property
+        def control(self) -> "LiveTable":
+            return self.table
+
+    class Highlighted(_RowMessage):
+        """The cursor moved to another row (``row`` is None when the table is empty)."""
+
+    class Selected(_RowMessage):
+        """Enter or a double click on a row."""
+
+    def __init__(self, columns: Sequence[Column], cells: Callable[[Any], dict[str, Cell]], *,
+                 key: Callable[[Any], Any] = lambda row: row.key, tail: bool = False,
+                 version: Callable[[Any], Hashable] | None = None,
+                 empty: str = "Nothing yet", name: str | None = None, id: str | None = None,
+                 classes: str | None = None) -> None:
+        """``version(row)`` names a row's content: rows drawn once are then reused while it is unchanged."""
+        super().__init__(name=name, id=id, classes=classes)
+        self.columns = list(columns)
+        self._cells = cells
+        self._key = key
+        self._version = version
+        self._drawn: LRUCache[tuple, Strip] = LRUCache(maxsize=1024)
+        self.tail = tail              # new rows arrive at the end; the cursor follows them
+        self.empty = empty
+        self._rows: Sequence[Any] = ()
+        self.cursor = 0
+        self._fitted: list[tuple[Column, int]] = []
+        self._fitted_width = -1
+        self._highlighted_key: Any = object()
+
+    # -- data ------------------------------------------------------------------------
+
+    @property
+    def rows(self) -> Sequence[Any]:
+        return self._rows
+
+    @property
+    def cursor_row(self) -> Any:
+        return self._rows[self.cursor] if 0 <= self.cursor < len(self._rows) else None
+
+    def set_rows(self, rows: Sequence[Any]) -> None:
+        """Show ``rows``; the cursor stays on its row (or on the last one, in tail mode)."""
+        old = self._rows
+        following = self.tail and (not old or self.cursor >= len(old) - 1)
+        current = self.cursor_row
+        self._rows = rows
+        self._resize_virtual()
+        if not rows:
+            self.cursor = 0
+        elif following:
+            self.cursor = len(rows) - 1
+        elif current is not None:
+            key = self._key(current)
+            index = next((i for i, row in enumerate(rows) if self._key(row) == key), None)
+            if index is None:
+                self.cursor = min(self.cursor, len(rows) - 1)
+            else:
+                shift = index - self.cursor
+                self.cursor = index
+                if shift:  # rows came or went above: keep the view where it was
+                    self.scroll_to(y=self.scroll_y + shift, animate=False)
+        self._scroll_to_cursor()
+        self.refresh()
+        self._announce()
+
+    def select_key(self, key: Any) -> bool:
+        """Put the cursor on the row with ``key``."""
+        for index, row in enumerate(self._rows):
+            if self._key(row) == key:
+                self._move(index)
+                return True
+        return False
+
+    def _announce(self) -> None:
+        row = self.cursor_row
+        key = None if row is None else self._key(row)
+        if key != self._highlighted_key:
+            self._highlighted_key = key
+            self.post_message(self.Highlighted(self, row))
+
+    # -- geometry --------------------------------------------------------------------
+
+    def _resize_virtual(self) -> None:
+        self.virtual_size = Size(self.size.width, len(self._rows) + 1)
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._resize_virtual()
+        self._scroll_to_cursor()
+
+    @property
+    def _page(self) -> int:
+        return max(1, self.size.height - 1)
+
+    def _scroll_to_cursor(self) -> None:
+        if self.size.height <= 1:
+            return
+        top = round(self.scroll_y)
+        if self.cursor < top:
+            self.scroll_to(y=self.cursor, animate=False)
+        elif self.cursor >= top + self._page:
+            self.scroll_to(y=self.cursor - self._page + 1, animate=False)
+
+    def _move(self, index: int) -> None:
+        if not self._rows:
+            return
+        self.cursor = max(0, min(len(self._rows) - 1, index))
+        self._scroll_to_cursor()
+        self.refresh()
+        self._announce()
+
+    # -- input -----------------------------------------------------------------------
+
+    def action_cursor_up(self) -> None:
+        self._move(self.cursor - 1)
+
+    def action_cursor_down(self) -> None:
+        self._move(self.cursor + 1)
+
+    def action_page_up(self) -> None:
+        self._move(self.cursor - self._page)
+
+    def action_page_down(self) -> None:
+        self._move(self.cursor + self._page)
+
+    def action_first(self) -> None:
+        self._move(0)
+
+    def action_last(self) -> None:
+        self._move(len(self._rows) - 1)
+
+    def on_key(self, event: events.Key) -> None:
+        if event.key == "enter" and self.cursor_row is not None:
+            event.stop()
+            self.post_message(self.Selected(self, self.cursor_row))
+
+    def on_click(self, event: events.Click) -> None:
+        offset = event.get_content_offset(self)
+        if offset is None or offset.y == 0:
+            return
+        index = round(self.scroll_y) + offset.y - 1
+        if 0 <= index < len(self._rows):
+            self._move(index)
+            if event.chain >= 2:
+                self.post_message(self.Selected(self, self.cursor_row))
+
+    def on_focus(self) -> None:
+        self.refresh()
+
+    def on_blur(self) -> None:
+        self.refresh()
+
+    # -- drawing ---------------------------------------------------------------------
+
+    def _columns(self, width: int) -> list[tuple[Column, int]]:
+        if width != self._fitted_width:
+            self._drawn.clear()
+            self._fitted = fit_columns(self.columns, width)
+            self._fitted_width = width
+        return self._fitted
+
+    def _strip(self, text: Text, width: int, style: Style) -> Strip:
+        """``text`` as one line of ``width`` cells, on ``style`` (the cells' own colours win)."""
+        text.truncate(width, overflow="crop", pad=True)
+        return Strip(text.render(self.app.console), width).apply_style(style)
+
+    def _line(self, cells: dict[str, Cell], width: int, style: Style) -> Strip:
+        line = Text(" ", no_wrap=True, end="")
+        for column, cell_width in self._columns(width):
+            value = cells.get(column.key, "")
+            cell = value.copy() if isinstance(value, Text) else Text(printable(str(value)))
+            cell.truncate(cell_width, overflow="ellipsis")
+            cell.align(column.justify, cell_width)  # type: ignore[arg-type]
+            line.append_text(cell)
+            line.append(" ")
+        return self._strip(line, width, style)
+
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        base = self.rich_style
+        if y == 0:
+            header = {c.key: c.label for c in self.columns}
+            return self._line(header, width, base + self.get_component_rich_style("live-table--header"))
+        index = round(self.scroll_y) + y - 1
+        if not self._rows:
+            if y == 2:
+                text = Text(self.empty, end="")
+                text.truncate(width, overflow="ellipsis")
+                text.align("center", width)
+                return self._strip(text, width, base + self.get_component_rich_style("live-table--empty"))
+            return Strip.blank(width, base)
+        if index >= len(self._rows):
+            return Strip.blank(width, base)
+        style = base
+        if index == self.cursor:
+            style = base + self.get_component_rich_style("live-table--cursor")
+        row = self._rows[index]
+        if self._version is None:
+            return self._line(self._cells(row), width, style)
+        cache_key = (self._version(row), width)
+        strip = self._drawn.get(cache_key)
+        if strip is None:
+            strip = self._drawn[cache_key] = self._line(self._cells(row), width, Style())
+        return strip.apply_style(style)

@@ -1,0 +1,107 @@
+"""Taking responsibility for a message: local copies and the queue entry.
+
+:meth:`Intake.accept` returns only when every local recipient's copy is in
+its Maildir and every remote recipient is in the spool, all fsync'd. Only
+then may the SMTP session say 250. Any storage failure raises
+:class:`StorageError`, which the session turns into a 4xx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+from ..events import DeliveredLocal, EventBus, Queued
+from ..store.db import Store
+from ..store.maildir import Maildirs
+from ..store.queue import Queue, new_id
+
+log = logging.getLogger(__name__)
+
+
+class StorageError(Exception):
+    """The message could not be made durable; ``reply`` is the 4xx to give."""
+
+    def __init__(self, reply: str):
+        super().__init__(reply)
+        self.reply = reply
+
+
+@dataclass
+class Envelope:
+    sender: str                              # "" = null sender
+    local: dict[str, list[str]] = field(default_factory=dict)   # mailbox key -> addresses
+    remote: list[str] = field(default_factory=list)
+    smtputf8: bool = False
+    body_8bit: bool = False
+    peer: str = ""
+    helo: str = ""
+
+    @property
+    def recipients(self) -> list[str]:
+        return [a for addrs in self.local.values() for a in addrs] + self.remote
+
+
+def storage_reply(exc: OSError) -> str:
+    # EFBIG: a file size limit (ulimit -f, RLIMIT_FSIZE) is storage running out too.
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return "452 4.3.1 Insufficient system storage"
+    return "451 4.3.0 Local error in processing: cannot store the message"
+
+
+class Intake:
+    def __init__(self, *, maildirs: Maildirs, queue: Queue, bus: EventBus, store: Store | None = None):
+        self.maildirs = maildirs
+        self.queue = queue
+        self.bus = bus
+        self.store = store
+
+    async def accept(self, envelope: Envelope, data: bytes, *, msg_id: str | None = None) -> str:
+        """Store ``data`` for every recipient durably; returns the message id."""
+        msg_id = msg_id or new_id()
+        try:
+            jobs = [self.maildirs.deliver(key, data) for key in envelope.local]
+            if envelope.remote:
+                jobs.append(self.queue.enqueue(
+                    envelope.sender, envelope.remote, data, msg_id=msg_id, peer=envelope.peer,
+                    helo=envelope.helo, smtputf8=envelope.smtputf8, body_8bit=envelope.body_8bit))
+            results = await asyncio.gather(*jobs, return_exceptions=True)
+        except OSError as exc:  # pragma: no cover - gather collects them
+            raise StorageError(storage_reply(exc)) from exc
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            await self._undo(results)
+            first = failures[0]
+            if isinstance(first, OSError):
+                raise StorageError(storage_reply(first)) from first
+            raise first
+        now = time.time()
+        for key, addrs in envelope.local.items():
+            self.bus.publish(DeliveredLocal(msg_id=msg_id, recipient=", ".join(addrs), mailbox=key, size=len(data)))
+            if self.store is not None:
+                self.store.log("deliveries", {"at": now, "id": msg_id, "sender": envelope.sender,
+                                              "recipient": key, "result": "delivered", "where": "local"})
+        if envelope.remote:
+            self.bus.publish(Queued(msg_id=msg_id, sender=envelope.sender,
+                                    recipients=tuple(envelope.remote), size=len(data)))
+        return msg_id
+
+    async def _undo(self, results: list) -> None:
+        """Remove the copies that were stored when another one failed.
+
+        The client gets a 4xx and sends the whole message again, so a copy
+        kept here would be delivered twice.
+        """
+        loop = asyncio.get_running_loop()
+        for result in results:
+            try:
+                if isinstance(result, os.PathLike):   # a Maildir file
+                    await loop.run_in_executor(None, os.unlink, result)
+                elif result is not None and not isinstance(result, BaseException):
+                    await self.queue.finish(result)   # a spool entry
+            except OSError as exc:
+                log.warning("could not remove a partly stored message: %s", exc)

@@ -1,0 +1,1 @@
+"""Sending mail on: MX lookups, the delivery scheduler and attempts, retries, bounces."""

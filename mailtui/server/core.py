@@ -1,0 +1,242 @@
+"""The headless server: every part wired together in one asyncio loop.
+
+``Core`` owns the data directory (an exclusive lock while it runs), opens the
+store, rebuilds the queue from the spool, binds the SMTP and POP3 listeners
+and runs the delivery loop and the batched store writer. Front ends
+(``mailtui serve``, the console) only start it, stop it, read its event bus
+and call :attr:`Core.admin`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..access.pop3 import Pop3Server
+from ..addresses import AddressError, parse_address
+from ..admin.control import ControlServer, socket_path
+from ..admin.registry import Registry
+from ..admin.throttle import LoginThrottle
+from ..admin.verbs import Admin
+from ..config import Config
+from ..events import EventBus, ListenerFailed, ListenerStarted, Notice, RegistryChanged
+from ..receive.intake import Envelope, Intake
+from ..receive.policy import Policy
+from ..receive.smtp import SmtpContext
+from ..send.delivery import DeliveryAgent
+from ..send.resolver import Resolver
+from ..store.db import Store
+from ..store.maildir import Maildirs
+from ..store.queue import Queue
+from ..store.safeio import DirSyncer
+from ..wire import hostport
+from .tls import server_context
+
+log = logging.getLogger(__name__)
+
+
+class AlreadyRunning(Exception):
+    """Another mailtui process owns this data directory."""
+
+
+@dataclass
+class Listener:
+    proto: str
+    address: str          # as configured
+    bound: str = ""       # actual host:port once bound
+    error: str = ""
+    server: asyncio.AbstractServer | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.server is not None
+
+    @property
+    def port(self) -> int:
+        return int(self.bound.rsplit(":", 1)[1]) if self.bound else 0
+
+
+class DataDirLock:
+    """An exclusive flock on ``data_dir/mailtui.lock`` (released by the kernel on exit)."""
+
+    def __init__(self, data_dir: Path):
+        self.path = Path(data_dir) / "mailtui.lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def open_state(config: Config, bus: EventBus | None = None, on_problem=None):
+    """Open store, registry, maildirs and queue of a data directory (no network)."""
+    data_dir = config.server.data_dir
+    store = Store(data_dir, log_caps={"connections": config.logs.max_connections,
+                                      "dns": config.logs.max_dns,
+                                      "deliveries": config.logs.max_deliveries},
+                  on_problem=on_problem)
+
+    def changed(what: str, name: str, action: str) -> None:
+        if bus is not None:
+            bus.publish(RegistryChanged(what=what, name=name, action=action))
+
+    registry = Registry(store, config.server.local_domains, on_change=changed)
+    syncer = DirSyncer()
+    maildirs = Maildirs(data_dir / "mail", syncer=syncer)
+    queue = Queue(data_dir / "spool", store=store, syncer=syncer, on_problem=on_problem)
+    queue.load()
+    return store, registry, maildirs, queue, syncer
+
+
+class Core:
+    def __init__(self, config: Config, *, bus: EventBus | None = None):
+        self.config = config
+        self.bus = bus or EventBus()
+        self.listeners: list[Listener] = []
+        self._lock = DataDirLock(config.server.data_dir)
+        self._tasks: list[asyncio.Task] = []
+        self.started = False
+
+    def _notice(self, text: str, level: str = "warning") -> None:
+        log.warning("%s", text)
+        self.bus.publish(Notice(level=level, text=text))
+
+    async def start(self) -> None:
+        cfg = self.config
+        if not self._lock.acquire():
+            raise AlreadyRunning(f"another mailtui server is using {cfg.server.data_dir}")
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        cfg = self.config
+        self.store, self.registry, self.maildirs, self.queue, _ = open_state(cfg, self.bus, self._notice)
+        self.maildirs.ensure(cfg.postmaster_mailbox)
+        self.tls_context = server_context(cfg)
+        self.policy = Policy(cfg, self.registry)
+        self.logins = LoginThrottle()  # one count of failed logins for every protocol
+        self.intake = Intake(maildirs=self.maildirs, queue=self.queue, bus=self.bus, store=self.store)
+        self.resolver = Resolver(cfg.dns.nameservers, cfg.dns.timeout, bus=self.bus, store=self.store)
+        self.delivery = DeliveryAgent(config=cfg, queue=self.queue, resolver=self.resolver, bus=self.bus,
+                                      submit=self.submit, store=self.store)
+        self.admin = Admin(registry=self.registry, queue=self.queue, maildirs=self.maildirs,
+                           delivery=self.delivery, bus=self.bus)
+        self.smtp = SmtpContext(config=cfg, registry=self.registry, policy=self.policy, intake=self.intake,
+                                bus=self.bus, store=self.store, tls_context=self.tls_context,
+                                logins=self.logins)
+        self.pop3 = Pop3Server(config=cfg.pop3, hostname=cfg.server.hostname, registry=self.registry,
+                               maildirs=self.maildirs, bus=self.bus, tls_context=self.tls_context,
+                               store=self.store, logins=self.logins)
+        loop = asyncio.get_running_loop()
+        for ep in cfg.smtp.listen:
+            await self._bind("smtp", ep, lambda h, p: loop.create_server(self.smtp.factory, h, p,
+                                                                         reuse_address=True))
+        for ep in cfg.pop3.listen:
+            await self._bind("pop3", ep, lambda h, p: asyncio.start_server(self.pop3.handle, h, p,
+                                                                           reuse_address=True))
+        self.control = ControlServer(self.admin, socket_path(cfg.server.data_dir))
+        try:
+            await self.control.start()
+        except OSError as exc:
+            self._notice(f"control socket unavailable ({exc}); CLI commands will not reach this server")
+        self._tasks.append(asyncio.create_task(self.store.run_flusher(cfg.logs.flush_interval),
+                                               name="store-flusher"))
+        self._tasks.append(asyncio.create_task(self.delivery.run(), name="delivery"))
+        self.started = True
+        if len(self.queue):
+            self._notice(f"{len(self.queue)} queued message(s) picked up from the spool", "info")
+
+    async def _bind(self, proto: str, ep, start) -> None:
+        listener = Listener(proto, str(ep))
+        try:
+            server = await start(ep.host, ep.port)
+        except OSError as exc:
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            if exc.errno == 13 and ep.port < 1024:
+                reason += " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+            listener.error = reason
+            self.bus.publish(ListenerFailed(proto=proto, address=str(ep), error=reason))
+            log.error("cannot listen for %s on %s: %s", proto, ep, reason)
+        else:
+            listener.server = server
+            host, port = server.sockets[0].getsockname()[:2]
+            listener.bound = hostport(host, port)
+            self.bus.publish(ListenerStarted(proto=proto, address=listener.bound))
+        self.listeners.append(listener)
+
+    def port(self, proto: str) -> int:
+        """The first bound port of ``proto`` (tests bind port 0)."""
+        return next(li.port for li in self.listeners if li.proto == proto and li.ok)
+
+    async def submit(self, sender: str, recipients: list[str], data: bytes) -> str:
+        """Inject a server-made message (a DSN): local mailboxes or the queue."""
+        envelope = Envelope(sender=sender)
+        for rcpt in recipients:
+            try:
+                addr = parse_address(rcpt)
+            except AddressError as exc:
+                raise ValueError(f"cannot deliver to {rcpt!r}: {exc}") from None
+            key = self.policy.local_key(addr)
+            if key == "":
+                raise ValueError(f"no local mailbox {rcpt}")
+            if key:
+                envelope.local.setdefault(key, []).append(rcpt)
+            else:
+                envelope.remote.append(rcpt)
+        return await self.intake.accept(envelope, data)
+
+    async def stop(self) -> None:
+        """Stop listening, finish or hand back in-flight work, write state, unlock."""
+        for listener in self.listeners:
+            if listener.server is not None:
+                listener.server.close()
+        delivery = getattr(self, "delivery", None)
+        if delivery is not None and self.started:
+            await delivery.stop()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._tasks.clear()
+        for session in list(getattr(getattr(self, "smtp", None), "sessions", ())):
+            if session.transport is not None:
+                session.transport.close()
+        if hasattr(self, "pop3"):
+            await self.pop3.close_all()
+        for listener in self.listeners:
+            if listener.server is not None:
+                try:
+                    await asyncio.wait_for(listener.server.wait_closed(), 2)
+                except asyncio.TimeoutError:
+                    pass
+                listener.server = None
+        if hasattr(self, "control"):
+            await self.control.stop()
+        if hasattr(self, "store"):
+            self.store.close()
+        self._lock.release()
+        self.started = False

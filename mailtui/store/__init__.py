@@ -1,0 +1,1 @@
+"""Keeping mail safe on disk: Maildirs, the spool queue, TinyDB state, durable writes."""

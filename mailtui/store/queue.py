@@ -1,0 +1,347 @@
+"""The durable queue of messages waiting for remote delivery.
+
+Each message is two files in the spool: ``<id>.eml`` (the body, written once)
+and ``<id>.json`` (envelope and per-recipient state, replaced atomically on
+every change). The files are the truth: at start the queue is rebuilt from
+them, and TinyDB's ``queue`` table is an index written in batches for readers
+outside the process. Due times live in an in-memory heap, so waking for the
+next attempt costs O(log n), never a scan of the table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import json
+import logging
+import os
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+from .db import Store
+from .safeio import DirSyncer, atomic_write, fsync_dir, write_file
+
+log = logging.getLogger(__name__)
+
+PENDING_STATES = ("queued", "deferred")
+
+
+_ID_PREFIX = secrets.randbits(12)
+_id_counter = itertools.count(secrets.randbits(16))
+
+
+def new_id() -> str:
+    """A short, time-ordered, unique queue id (like Postfix's).
+
+    Milliseconds, then a per-process random prefix and a counter: unique
+    across restarts and concurrent processes without a syscall per message.
+    """
+    return f"{int(time.time() * 1000):011X}{_ID_PREFIX:03X}{next(_id_counter) & 0xFFF:03X}"
+
+
+@dataclass
+class RecipientState:
+    address: str
+    state: str = "queued"          # queued | deferred | delivered | failed
+    attempts: int = 0
+    last_error: str = ""           # plain words, for people
+    status: str = ""               # RFC 3463 code, e.g. "4.4.1"
+    diagnostic: str = ""           # e.g. "smtp; 550 5.1.1 no such user"
+    remote_mta: str = ""           # e.g. "dns; mx1.example.com"
+    updated: float = 0.0
+
+    @property
+    def pending(self) -> bool:
+        return self.state in PENDING_STATES
+
+
+@dataclass
+class QueueItem:
+    id: str
+    sender: str                    # "" is the null sender (bounces)
+    recipients: list[RecipientState]
+    arrival: float
+    next_attempt: float
+    size: int = 0
+    attempts: int = 0
+    last_error: str = ""
+    peer: str = ""
+    helo: str = ""
+    smtputf8: bool = False
+    body_8bit: bool = False
+    dsn_sent: bool = False
+    in_flight: bool = field(default=False, compare=False)
+
+    def pending(self) -> list[RecipientState]:
+        return [r for r in self.recipients if r.pending]
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data.pop("in_flight")
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> "QueueItem":
+        data = dict(data)
+        data["recipients"] = [RecipientState(**r) for r in data["recipients"]]
+        data.pop("in_flight", None)
+        return cls(**data)
+
+    def summary(self) -> dict:
+        """The row shown by ``queue list`` and the console."""
+        return {
+            "id": self.id, "sender": self.sender, "arrival": self.arrival,
+            "next_attempt": self.next_attempt, "attempts": self.attempts,
+            "last_error": self.last_error, "size": self.size,
+            "recipients": [{"address": r.address, "state": r.state, "attempts": r.attempts,
+                            "last_error": r.last_error} for r in self.recipients],
+        }
+
+
+class Queue:
+    def __init__(self, spool_dir: Path, *, store: Store | None = None,
+                 syncer: DirSyncer | None = None,
+                 on_problem: Callable[[str], None] | None = None):
+        self.dir = Path(spool_dir)
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._store = store
+        self._syncer = syncer or DirSyncer()
+        self._on_problem = on_problem or (lambda text: log.warning("%s", text))
+        self._items: dict[str, QueueItem] = {}
+        self._heap: list[tuple[float, int, str]] = []
+        self._seq = itertools.count()
+        self._wake = asyncio.Event()
+        self._mirror_dirty = True
+        self._mirror_not_before = 0.0
+        if store is not None:
+            store.add_flush_hook(self._write_mirror)
+
+    # -- loading -----------------------------------------------------------------
+
+    def load(self) -> int:
+        """Rebuild the queue from the spool; returns how many messages wait."""
+        self._items.clear()
+        self._heap.clear()
+        names = {entry.name for entry in os.scandir(self.dir) if entry.is_file()}
+        for name in sorted(names):
+            if name.startswith("."):  # a temp file left by a crash mid-write
+                self._unlink(self.dir / name)
+                continue
+            stem, ext = os.path.splitext(name)
+            if ext == ".json":
+                if f"{stem}.eml" not in names:
+                    self._on_problem(f"queue: {name} has no body; dropped")
+                    self._unlink(self.dir / name)
+                    continue
+                try:
+                    item = QueueItem.from_json(json.loads((self.dir / name).read_bytes()))
+                except (ValueError, TypeError, KeyError) as exc:
+                    self._quarantine(name, f"unreadable ({exc})")
+                    self._quarantine(f"{stem}.eml", "its envelope is unreadable")
+                    continue
+                if item.pending():
+                    self._items[item.id] = item
+                    self._push(item)
+                else:
+                    self._remove_files(item.id)
+            elif ext == ".eml" and f"{stem}.json" not in names:
+                # Written before the envelope: no 250 was ever given for it.
+                self._unlink(self.dir / name)
+        self._mirror_dirty = True
+        return len(self._items)
+
+    def _quarantine(self, name: str, why: str) -> None:
+        bad = self.dir / "corrupt"
+        bad.mkdir(exist_ok=True)
+        try:
+            os.replace(self.dir / name, bad / name)
+            self._on_problem(f"queue: {name} {why}; moved to {bad}")
+        except FileNotFoundError:
+            pass
+
+    # -- writing -----------------------------------------------------------------
+
+    def body_path(self, item_or_id: QueueItem | str) -> Path:
+        msg_id = item_or_id if isinstance(item_or_id, str) else item_or_id.id
+        return self.dir / f"{msg_id}.eml"
+
+    def _json_path(self, msg_id: str) -> Path:
+        return self.dir / f"{msg_id}.json"
+
+    def _write_new(self, item: QueueItem, body: bytes) -> None:
+        write_file(self.body_path(item), body)
+        atomic_write(self._json_path(item.id), json.dumps(item.to_json()).encode(), sync_dir=False)
+
+    async def enqueue(self, sender: str, recipients: Iterable[str], body: bytes, *,
+                      msg_id: str | None = None, peer: str = "", helo: str = "",
+                      smtputf8: bool = False, body_8bit: bool = False,
+                      arrival: float | None = None) -> QueueItem:
+        """Spool a message durably (body, envelope, directory fsync), then schedule it."""
+        now = time.time()
+        item = QueueItem(
+            id=msg_id or new_id(), sender=sender,
+            recipients=[RecipientState(r) for r in recipients],
+            arrival=arrival or now, next_attempt=now, size=len(body),
+            peer=peer, helo=helo, smtputf8=smtputf8, body_8bit=body_8bit)
+        await asyncio.get_running_loop().run_in_executor(None, self._write_new, item, body)
+        await self._syncer.sync(self.dir)
+        self._items[item.id] = item
+        self._push(item)
+        self._changed()
+        return item
+
+    async def save(self, item: QueueItem) -> None:
+        """Durably record ``item``'s state; removes it when nothing is pending."""
+        if item.id not in self._items:  # removed by the administrator meanwhile
+            return
+        if not item.pending():
+            await self.finish(item)
+            return
+        data = json.dumps(item.to_json()).encode()
+        await asyncio.get_running_loop().run_in_executor(
+            None, lambda: atomic_write(self._json_path(item.id), data))
+        self._changed()
+
+    async def finish(self, item: QueueItem) -> None:
+        """Forget a message whose recipients are all done (envelope first, then body)."""
+        self._items.pop(item.id, None)
+        await asyncio.get_running_loop().run_in_executor(None, self._remove_files, item.id)
+        self._changed()
+
+    def _remove_files(self, msg_id: str) -> None:
+        self._unlink(self._json_path(msg_id))
+        self._unlink(self.body_path(msg_id))
+        try:
+            fsync_dir(self.dir)
+        except OSError:
+            pass
+
+    @staticmethod
+    def _unlink(path: Path) -> None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+    def read_body(self, item: QueueItem) -> bytes:
+        return self.body_path(item).read_bytes()
+
+    # -- scheduling --------------------------------------------------------------
+
+    def _push(self, item: QueueItem) -> None:
+        heapq.heappush(self._heap, (item.next_attempt, next(self._seq), item.id))
+        self._wake.set()
+
+    def schedule(self, item: QueueItem, when: float) -> None:
+        item.next_attempt = when
+        if item.id in self._items:
+            self._push(item)
+        self._changed()
+
+    def _valid(self, entry: tuple[float, int, str]) -> QueueItem | None:
+        item = self._items.get(entry[2])
+        if item is None or item.in_flight or item.next_attempt != entry[0] or not item.pending():
+            return None
+        return item
+
+    def pop_due(self, now: float | None = None) -> QueueItem | None:
+        """The earliest item due by ``now``, marked in flight; or None."""
+        now = time.time() if now is None else now
+        while self._heap:
+            entry = self._heap[0]
+            item = self._valid(entry)
+            if item is None:
+                heapq.heappop(self._heap)
+                continue
+            if entry[0] > now:
+                return None
+            heapq.heappop(self._heap)
+            item.in_flight = True
+            return item
+        return None
+
+    def next_due_time(self) -> float | None:
+        while self._heap and self._valid(self._heap[0]) is None:
+            heapq.heappop(self._heap)
+        return self._heap[0][0] if self._heap else None
+
+    async def wait_due(self) -> QueueItem:
+        """Sleep until an item is due (or the queue changes), then return it."""
+        while True:
+            item = self.pop_due()
+            if item is not None:
+                return item
+            due = self.next_due_time()
+            self._wake.clear()
+            timeout = None if due is None else max(0.0, due - time.time())
+            try:
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow
+                # a cancellation that lands as the event fires.
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+
+    def release(self, item: QueueItem) -> None:
+        """The delivery loop is done with ``item`` for now; reschedule it."""
+        item.in_flight = False
+        if item.id in self._items and item.pending():
+            self._push(item)
+
+    # -- admin -------------------------------------------------------------------
+
+    def get(self, msg_id: str) -> QueueItem | None:
+        item = self._items.get(msg_id)
+        if item is None:
+            matches = [i for key, i in self._items.items() if key.startswith(msg_id.upper())]
+            item = matches[0] if len(matches) == 1 else None
+        return item
+
+    def items(self) -> list[QueueItem]:
+        return sorted(self._items.values(), key=lambda i: i.arrival)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    async def flush(self, msg_id: str | None = None) -> int:
+        """Make every waiting message (or one) due now; returns how many."""
+        now = time.time()
+        targets = [self.get(msg_id)] if msg_id else list(self._items.values())
+        count = 0
+        for item in targets:
+            if item is None or item.in_flight:
+                continue
+            item.next_attempt = now
+            self._push(item)
+            await self.save(item)
+            count += 1
+        return count
+
+    async def remove(self, msg_id: str) -> QueueItem | None:
+        item = self.get(msg_id)
+        if item is None:
+            return None
+        await self.finish(item)
+        return item
+
+    def _changed(self) -> None:
+        self._mirror_dirty = True
+
+    def _write_mirror(self) -> None:
+        """Store flush hook: rewrite the TinyDB index if the queue changed.
+
+        Rebuilding costs O(queue); like the file write, it waits 20 times its
+        own cost before running again, so a huge queue cannot hog the loop.
+        """
+        if not self._mirror_dirty or self._store is None or time.monotonic() < self._mirror_not_before:
+            return
+        started = time.monotonic()
+        table = self._store.queue.table("queue")
+        table.truncate()
+        table.insert_multiple(item.summary() for item in self.items())
+        self._mirror_dirty = False
+        self._mirror_not_before = time.monotonic() + 20 * (time.monotonic() - started)

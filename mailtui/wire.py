@@ -1,0 +1,62 @@
+"""Small helpers for text that crosses the wire, one home each.
+
+Peer-supplied text is scrubbed before it reaches a log line or the screen,
+message bodies are kept with CRLF line ends (what SMTP, POP3 and IMAP send),
+and endpoints are written the same way everywhere (``[v6]:port``).
+"""
+
+from __future__ import annotations
+
+import re
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")   # C0, DEL, C1; surrogates = bytes not UTF-8
+_CONTROL_BUT_LINES = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+_LINE_ENDINGS = re.compile(rb"\r\n|\r|\n")
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+MAX_HEADER_BYTES = 64 * 1024
+
+
+def printable(text: str, *, keep_lines: bool = False) -> str:
+    """``text`` made safe for logs and terminals: control characters become '?'.
+
+    With ``keep_lines``, tabs and line feeds stay (a message shown whole).
+    """
+    return (_CONTROL_BUT_LINES if keep_lines else _CONTROL).sub("?", text)
+
+
+def normalize_crlf(data: bytes, *, final: bool = False) -> bytes:
+    """Every line ending (bare LF and bare CR too) as CRLF; with ``final``, end with one."""
+    n_crlf = data.count(b"\r\n")
+    if data.count(b"\n") != n_crlf or data.count(b"\r") != n_crlf:
+        data = _LINE_ENDINGS.sub(b"\r\n", data)
+    if final and not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    return data
+
+
+def header_section(message: bytes) -> bytes:
+    """The header section of a message, without the blank line that ends it.
+
+    A message with no body (or headers longer than 64 KiB) gives whole lines only.
+    """
+    match = _HEADER_END.search(message, 0, MAX_HEADER_BYTES + 4)
+    if match is None:
+        head = message[:MAX_HEADER_BYTES]
+        if len(message) > MAX_HEADER_BYTES:
+            head = head[:head.rfind(b"\n") + 1]
+        return head.rstrip(b"\r\n")
+    return message[:match.start()]
+
+
+def hostport(host: str, port: int | str) -> str:
+    """``host:port``, with an IPv6 address in brackets (``[::1]:25``)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def peer_of(peername: object) -> tuple[str, str]:
+    """``(ip, "ip:port")`` from a socket's peername (any address family)."""
+    if isinstance(peername, tuple) and len(peername) >= 2:
+        ip = str(peername[0])
+        return ip, hostport(ip, peername[1])
+    text = str(peername or "?")
+    return text, text
