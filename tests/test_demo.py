@@ -14,9 +14,9 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
+from mailtui.dns.resolver import PermanentDnsError, Resolver
 from mailtui.frontends.console.app import MailtuiApp
 from mailtui.frontends.demo.world import DemoWorld, DemoZone, demo_records
-from mailtui.send.resolver import PermanentDnsError, Resolver
 
 pytestmark = pytest.mark.timeout(40)
 

@@ -7,9 +7,10 @@ and from the layers below it, never from a layer above or a sibling::
     frontends            cli, serve, console, demo: the front ends on the event stream
     server               the core wired together (Core, listeners, data-dir lock)
     receive send access  SMTP intake / remote delivery / POP3 and IMAP (siblings)
-    admin                clients, mailboxes, admin verbs, control socket
+    mailauth             DKIM, SPF, DMARC, MTA-STS: who really sent a message
+    admin dns            clients, mailboxes, admin verbs / the one DNS resolver (siblings)
     store                Maildirs, spool queue, TinyDB state, durable writes
-    (top-level modules)  config, addresses, events, wire: the shared vocabulary
+    (top-level modules)  config, addresses, events, wire, replies: the shared vocabulary
 
 Only ``mailtui.frontends.console`` (and the demo, which opens it) may import
 Textual, so ``mailtui serve`` and the admin commands start fast and work where
@@ -26,7 +27,8 @@ from pathlib import Path
 import mailtui
 
 PACKAGE = Path(mailtui.__file__).parent
-LAYERS = {"frontends": 5, "server": 4, "receive": 3, "send": 3, "access": 3, "admin": 2, "store": 1}
+LAYERS = {"frontends": 6, "server": 5, "receive": 4, "send": 4, "access": 4, "mailauth": 3, "admin": 2, "dns": 2,
+          "store": 1}
 TEXTUAL_ALLOWED = ("mailtui.frontends.console", "mailtui.frontends.demo")
 
 
@@ -65,7 +67,7 @@ def imports_of(name: str, path: Path) -> set[str]:
 
 def layer(name: str) -> tuple[int, str]:
     if name == "mailtui.__main__":  # ``python -m mailtui``: the entry point, above everything
-        return 6, "__main__"
+        return 7, "__main__"
     parts = name.split(".")
     if len(parts) > 2 and parts[1] in LAYERS:
         return LAYERS[parts[1]], parts[1]
@@ -138,7 +140,7 @@ def imported_after(statement: str) -> set[str]:
 def test_core_modules_do_not_import_textual():
     core = sorted(n for n in all_modules() if not n.startswith(TEXTUAL_ALLOWED) and n != "mailtui.__main__")
     assert {"mailtui.server.core", "mailtui.receive.smtp", "mailtui.access.pop3", "mailtui.send.delivery",
-            "mailtui.store.queue", "mailtui.send.resolver", "mailtui.store.db"} <= set(core)
+            "mailtui.store.queue", "mailtui.dns.resolver", "mailtui.store.db"} <= set(core)
     modules = imported_after("\n".join(f"import {name}" for name in core))
     leaked = sorted(m for m in modules if m == "textual" or m.startswith("textual."))
     assert not leaked, f"a core module imports Textual: {leaked[:5]}"

@@ -26,6 +26,14 @@ from dnsworld import (
 )
 
 from mailtui.config import Config, Endpoint
+from mailtui.dns.resolver import (
+    MailHost,
+    PermanentDnsError,
+    Resolver,
+    TemporaryDnsError,
+    order_mx,
+    parse_literal,
+)
 from mailtui.events import (
     Bounced,
     Deferred,
@@ -38,14 +46,6 @@ from mailtui.events import (
 from mailtui.send import courier, retry
 from mailtui.send.delivery import DeliveryAgent, without_self
 from mailtui.send.dsn import build_dsn, xtext_address
-from mailtui.send.resolver import (
-    MailHost,
-    PermanentDnsError,
-    Resolver,
-    TemporaryDnsError,
-    order_mx,
-    parse_literal,
-)
 from mailtui.store.db import Store
 from mailtui.store.queue import Queue, QueueItem, RecipientState
 from mailtui.wire import header_section

@@ -33,9 +33,9 @@ from aiosmtplib import (
     SMTPTimeoutError,
 )
 
+from ..dns.resolver import MailHost
 from ..replies import enhanced_status, one_line
 from ..wire import normalize_crlf
-from .resolver import MailHost
 
 
 @dataclass(frozen=True)

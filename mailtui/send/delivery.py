@@ -27,6 +27,7 @@ from collections import Counter, deque
 from typing import Awaitable, Callable
 
 from ..config import Config
+from ..dns.resolver import DnsError, MailHost, PermanentDnsError, Resolver
 from ..events import (
     Bounced,
     Deferred,
@@ -41,7 +42,6 @@ from ..wire import header_section
 from . import courier, retry
 from .courier import Outcome
 from .dsn import build_dsn
-from .resolver import DnsError, MailHost, PermanentDnsError, Resolver
 
 log = logging.getLogger(__name__)
 

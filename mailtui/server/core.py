@@ -23,12 +23,12 @@ from ..admin.registry import Registry
 from ..admin.throttle import LoginThrottle
 from ..admin.verbs import Admin
 from ..config import Config
+from ..dns.resolver import Resolver
 from ..events import EventBus, ListenerFailed, ListenerStarted, Notice, RegistryChanged
 from ..receive.intake import Envelope, Intake
 from ..receive.policy import Policy
 from ..receive.smtp import SmtpContext
 from ..send.delivery import DeliveryAgent
-from ..send.resolver import Resolver
 from ..store.db import Store
 from ..store.maildir import Maildirs
 from ..store.queue import Queue
