@@ -1,0 +1,1 @@
+"""Reading mail: POP3 and IMAP access to the local Maildirs."""
