@@ -120,6 +120,9 @@ def join_continuations(params: list[tuple[bytes, bytes]]) -> list[tuple[bytes, b
 def parse_content_type(value: bytes | None, default: bytes = b"text/plain") -> ContentType:
     """Type, subtype and parameters; no header gives ``default``.
 
+    A header that is present but unreadable gives empty type and subtype, as
+    Dovecot reports it, rather than a guess.
+
     A text type without a charset gains ``charset=us-ascii`` (RFC 2045 §5.2),
     appended after the other parameters as Dovecot does.
     """
@@ -134,8 +137,6 @@ def parse_content_type(value: bytes | None, default: bytes = b"text/plain") -> C
         if i < len(value) and value[i] == 0x2F:
             minor, i = _token(value, _skip_space(value, i + 1))
         params = parse_params(value, i)
-        if not major:
-            major, minor = default.split(b"/")
     if major.lower() == b"text" and not any(name.lower() == b"charset" for name, _ in params):
         params = params + [(b"charset", b"us-ascii")]
     return ContentType(major, minor, params)
@@ -146,8 +147,6 @@ def parse_disposition(value: bytes | None) -> tuple[bytes, list[tuple[bytes, byt
         return None
     i = _skip_space(value, 0)
     kind, i = _token(value, i)
-    if not kind:
-        return None
     return kind, parse_params(value, i)
 
 
