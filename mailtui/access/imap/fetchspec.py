@@ -1,14 +1,16 @@
 """FETCH attributes (RFC 3501 §6.4.5): what the client asked for, as data.
 
-:func:`parse_fetch_attributes` lives in the parser; this module holds the
-values it produces and the names the response must echo back
-(``BODY.PEEK[1]<0.10>`` is answered as ``BODY[1]<0>``).
+The values :func:`parse_fetch_attributes` produces, and the names the
+response must echo back (``BODY.PEEK[1]<0.10>`` is answered as
+``BODY[1]<0>``).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+from .reader import Reader
 
 SECTION_TEXTS = ("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT", "MIME")
 SIMPLE = ("ENVELOPE", "FLAGS", "INTERNALDATE", "RFC822", "RFC822.HEADER", "RFC822.SIZE",
@@ -96,3 +98,70 @@ class FetchAttribute:
 
 def _field_name(name: str) -> str:
     return name if _ATOM_SAFE.fullmatch(name) else '"' + name + '"'
+
+
+# -- grammar -------------------------------------------------------------------
+_NAME = re.compile(rb"[A-Za-z0-9.]+")
+_SPEC = re.compile(rb"[A-Za-z0-9.]*")
+
+
+def parse_fetch_attributes(reader: Reader) -> tuple[FetchAttribute, ...]:
+    """``ALL`` / ``FAST`` / ``FULL`` / one attribute / a parenthesised list of them."""
+    if reader.peek() == b"(":
+        return tuple(reader.list_of(lambda: _attribute(reader)))
+    start = reader.pos
+    word = reader.match(_NAME, "a FETCH attribute").decode("ascii").upper()
+    if word in MACROS and reader.peek() != b"[":
+        return tuple(FetchAttribute(name) for name in MACROS[word])
+    reader.pos = start
+    return (_attribute(reader),)
+
+
+def _attribute(reader: Reader) -> FetchAttribute:
+    word = reader.match(_NAME, "a FETCH attribute").decode("ascii").upper()
+    if reader.peek() != b"[":
+        if word not in SIMPLE:
+            reader.fail(f"Unknown FETCH attribute {word}")
+        return FetchAttribute(word)
+    if word not in ("BODY", "BODY.PEEK"):
+        reader.fail(f"{word} takes no section")
+    section = _section(reader)
+    partial = None
+    if reader.peek() == b"<":
+        reader.pos += 1
+        start = reader.number()
+        reader.expect(b".")
+        count = reader.number(nonzero=True)
+        reader.expect(b">")
+        partial = Partial(start, count)
+    return FetchAttribute("BODY[]", section, partial, peek=word == "BODY.PEEK")
+
+
+def _section(reader: Reader) -> Section:
+    reader.expect(b"[")
+    spec = reader.match(_SPEC, "a section") if reader.peek() != b"]" else b""
+    words = spec.decode("ascii").upper().split(".") if spec else []
+    part: list[int] = []
+    while words and words[0].isdigit():
+        number = words.pop(0)
+        if number.startswith("0") or len(number) > 10 or int(number) > 4294967295:
+            reader.fail("Invalid section part number")
+        part.append(int(number))
+    text = ".".join(words) or None
+    if text is not None and (text not in SECTION_TEXTS or (text == "MIME" and not part)):
+        reader.fail(f"Invalid section {spec.decode('ascii', 'replace')}")
+    if spec and spec.endswith(b".") or b".." in spec:
+        reader.fail("Invalid section")
+    fields: tuple[str, ...] = ()
+    if text in ("HEADER.FIELDS", "HEADER.FIELDS.NOT"):
+        reader.sp()
+        fields = tuple(reader.list_of(lambda: _field(reader)))
+    reader.expect(b"]")
+    return Section(tuple(part), text, fields)
+
+
+def _field(reader: Reader) -> str:
+    raw = reader.astring()
+    if not raw or any(c <= 0x20 or c >= 0x7F or c == 0x3A for c in raw):
+        reader.fail("Invalid header field name")
+    return raw.decode("ascii")
