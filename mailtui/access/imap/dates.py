@@ -37,7 +37,7 @@ def parse_date_time(text: str) -> dt.datetime:
 def format_date_time(moment: dt.datetime) -> str:
     """INTERNALDATE text: ``17-Jul-1996 02:44:25 -0700`` (naive times are taken as UTC)."""
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.timezone.utc)
+        moment = moment.replace(tzinfo=dt.UTC)
     offset = moment.utcoffset() or dt.timedelta(0)
     minutes = int(offset.total_seconds()) // 60
     sign = "-" if minutes < 0 else "+"

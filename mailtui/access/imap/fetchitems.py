@@ -8,7 +8,8 @@ view is built only if an item needs the message itself.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Callable, Iterable, Protocol
+from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from .dates import format_date_time
 from .fetchspec import FetchAttribute, Section

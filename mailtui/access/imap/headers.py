@@ -11,8 +11,9 @@ from __future__ import annotations
 import email.errors
 import email.header
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import BinaryIO, Iterable
+from typing import BinaryIO
 
 _HEADER_END = re.compile(rb"(?:\A|\n)\r?\n")
 MAX_HEADER_READ = 1 << 20     # read_header() gives up on a "header" longer than this

@@ -13,8 +13,8 @@ read. The cost ladder, cheapest first:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cached_property
-from typing import Callable
 
 from .fetchspec import Partial, Section
 from .headers import Headers, header_length

@@ -89,7 +89,7 @@ def parse_params(data: bytes, i: int) -> list[tuple[bytes, bytes]]:
     return join_continuations(params)
 
 
-_SECTION = re.compile(rb"^(.*)\*([0-9]+)(\*?)$", re.S)
+_SECTION = re.compile(rb"^(.*)\*([0-9]+)(\*?)$", re.DOTALL)
 
 
 def join_continuations(params: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from . import commands as c
 from .dates import parse_date_time

@@ -8,7 +8,8 @@ failure is a :class:`ParseError` carrying the command's tag.
 from __future__ import annotations
 
 import re
-from typing import NoReturn, Sequence
+from collections.abc import Sequence
+from typing import NoReturn
 
 from .errors import ParseError
 from .sequence import MAX_NUMBER, SequenceSet

@@ -10,8 +10,8 @@ Nothing here writes to a socket; the I/O layer sends what these return.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 CRLF = b"\r\n"
 MAX_QUOTED = 1000          # longer strings go as literals; some clients choke on long quoted lines

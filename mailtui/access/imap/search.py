@@ -17,16 +17,28 @@ from __future__ import annotations
 import datetime as dt
 import email
 import email.policy
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Callable, Iterable
 
 from .dates import sent_date
 from .headers import Headers, decode_text
 from .message import MessageView
 from .mime import Part, walk
-from .searchkeys import (All, And, Body, DateKey, HasFlag, Header, Not, Or, SearchKey, Sequence,
-                         Size, Text)
+from .searchkeys import (
+    All,
+    And,
+    Body,
+    DateKey,
+    HasFlag,
+    Header,
+    Not,
+    Or,
+    SearchKey,
+    Sequence,
+    Size,
+    Text,
+)
 
 NOTHING, HEADER, FULL = 0, 1, 2     # what a key needs: index data only, headers, whole message
 
@@ -168,5 +180,5 @@ def _decode_part(part: Part) -> str:
             return payload.decode(charset, "replace")
         except LookupError:
             return payload.decode("utf-8", "replace")
-    except Exception:                     # the email package on hostile input: search the raw bytes
+    except Exception:  # noqa: BLE001 -- the email package on hostile input: search the raw bytes
         return part.body_bytes.decode("utf-8", "replace")

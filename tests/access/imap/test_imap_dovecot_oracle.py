@@ -22,14 +22,15 @@ import datetime as dt
 import imaplib
 from dataclasses import dataclass
 
-import pytest
-
 import imap_samples
+import pytest
 from imap_dovecot import dovecot_binary, running_dovecot
 from imap_wire import fetch_items, from_imaplib
+
 from mailtui.access.imap.fetchitems import fetch_items as our_fetch_items
 from mailtui.access.imap.fetchspec import FetchAttribute, Partial, Section
 from mailtui.access.imap.message import MessageView
+from mailtui.access.imap.parser import parse_command
 from mailtui.access.imap.response import fetch as encode_fetch
 
 pytestmark = pytest.mark.skipif(dovecot_binary() is None, reason="dovecot is not installed")
@@ -79,7 +80,7 @@ def _request() -> str:
 
 
 def _ours(raw: bytes) -> dict:
-    meta = Meta(1, (), dt.datetime.now(dt.timezone.utc), len(raw))
+    meta = Meta(1, (), dt.datetime.now(dt.UTC), len(raw))
     items = our_fetch_items(ATTRIBUTES, meta, lambda: MessageView(raw))
     return fetch_items(encode_fetch(1, items))[1]
 
@@ -126,6 +127,11 @@ def dovecot_answers() -> dict[bytes, dict]:
         answers[items["BODY[]"]] = items
     assert len(answers) == len(messages)
     return answers
+
+
+def test_our_parser_reads_the_request_we_sent():
+    command = parse_command([b"a FETCH 1:* " + _request().encode("ascii")])
+    assert [a.response_name() for a in command.attributes] == [a.response_name() for a in ATTRIBUTES]
 
 
 @pytest.mark.parametrize("name", list(imap_samples.ALL))

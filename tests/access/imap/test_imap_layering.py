@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import mailtui.access.imap as imap
+from mailtui.access import imap
 
 PACKAGE_DIR = Path(imap.__file__).parent
 MODULES = sorted(m.name for m in pkgutil.iter_modules([str(PACKAGE_DIR)]))

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import io
 
-import pytest
-from hypothesis import given, settings, strategies as st
-
 import imap_samples as s
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from mailtui.access.imap.fetchspec import Partial, Section
 from mailtui.access.imap.headers import read_header
 from mailtui.access.imap.message import MessageView

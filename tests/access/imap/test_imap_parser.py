@@ -5,16 +5,34 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailtui.access.imap import commands as c
 from mailtui.access.imap.errors import ParseError
 from mailtui.access.imap.fetchspec import FetchAttribute, Partial, Section
-from mailtui.access.imap.literals import (CommandAssembler, LiteralInfo, LiteralRefused, Limits,
-                                          literal_at_end, tag_of)
+from mailtui.access.imap.literals import (
+    CommandAssembler,
+    Limits,
+    LiteralInfo,
+    LiteralRefused,
+    literal_at_end,
+    tag_of,
+)
 from mailtui.access.imap.parser import parse_command
-from mailtui.access.imap.searchkeys import (All, And, Body, DateKey, HasFlag, Header, Not, Or,
-                                            Sequence, Size, Text)
+from mailtui.access.imap.searchkeys import (
+    All,
+    And,
+    Body,
+    DateKey,
+    HasFlag,
+    Header,
+    Not,
+    Or,
+    Sequence,
+    Size,
+    Text,
+)
 from mailtui.access.imap.sequence import SequenceSet
 
 

@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, strategies as st
-
+from hypothesis import given
+from hypothesis import strategies as st
 from imap_wire import fetch_items, parse_values
+
 from mailtui.access.imap.fetchspec import FetchAttribute, Partial, Section
-from mailtui.access.imap.response import (Atom, Code, Literal, Raw, continuation, encode, fetch, mailbox_name,
-                                          tagged, untagged, untagged_status)
+from mailtui.access.imap.response import (
+    Atom,
+    Code,
+    Literal,
+    Raw,
+    continuation,
+    encode,
+    fetch,
+    mailbox_name,
+    tagged,
+    untagged,
+    untagged_status,
+)
 
 
 @pytest.mark.parametrize("value, wire", [

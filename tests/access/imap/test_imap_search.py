@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 
+import imap_samples as s
 import pytest
 
-import imap_samples as s
 from mailtui.access.imap.message import MessageView
 from mailtui.access.imap.parser import parse_command
 from mailtui.access.imap.search import FULL, HEADER, NOTHING, Candidate, matches, needs
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 ENCODED_QP = s.crlf("""\
 From: =?UTF-8?Q?Ren=C3=A9e?= <renee@example.fr>
 To: team@example.fr
