@@ -6,6 +6,8 @@ import datetime as dt
 
 import imap_samples as s
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailtui.access.imap.message import MessageView
 from mailtui.access.imap.parser import parse_command
@@ -116,3 +118,10 @@ def test_header_search_loads_only_the_header():
 def test_malformed_bodies_are_searched_without_error():
     for raw in (s.NO_BOUNDARY, s.BAD_CONTENT_TYPE, s.ODD_FIELDS, s.HEADER_ONLY, b"\xff\xfe", b""):
         matches(key("TEXT x"), candidate(raw))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=300), st.sampled_from(["TEXT a", "BODY b", "FROM c", "SENTON 1-Jan-2000",
+                                                 'HEADER Content-Type ""', "OR BODY x NOT TEXT y"]))
+def test_random_messages_never_break_the_evaluator(raw, program):
+    assert matches(key(program), candidate(raw)) in (True, False)
