@@ -247,6 +247,26 @@ class _Session:
             raise _TryNext(f"lost connection with {self.where} (in reply to {stage})",
                            status="4.4.2", remote_mta=self.host.name) from None
 
+    def _mail_options(self, body: bytes, smtputf8: bool, body_8bit: bool) -> list[bytes] | Outcome:
+        """The MAIL FROM parameters for this server, or why it cannot take the message at all."""
+        smtp = self.smtp
+        if smtputf8 and not smtp.supports_extension("smtputf8"):
+            return self._local_outcome(
+                True, "5.6.7", f"SMTPUTF8 is required, but was not offered by host {self.name}")
+        options: list[bytes] = []
+        if smtp.supports_extension("size"):
+            size_limit = smtp.esmtp_extensions.get("size", "")
+            if size_limit.strip().isdigit() and 0 < int(size_limit) < len(body):
+                return self._local_outcome(
+                    True, "5.3.4", f"message size {len(body)} exceeds size limit "
+                                   f"{int(size_limit)} of server {self.name}")
+            options.append(f"SIZE={len(body)}".encode())
+        if body_8bit and smtp.supports_extension("8bitmime"):
+            options.append(b"BODY=8BITMIME")
+        if smtputf8:
+            options.append(b"SMTPUTF8")
+        return options
+
     async def _transaction(self, sender: str, recipients: list[str], body: bytes,
                            smtputf8: bool, body_8bit: bool) -> dict[str, Outcome]:
         smtp = self.smtp
@@ -256,24 +276,10 @@ class _Session:
             results.update({rcpt: outcome for rcpt in rcpts})
             return results
 
-        if smtputf8 and not smtp.supports_extension("smtputf8"):
+        options = self._mail_options(body, smtputf8, body_8bit)
+        if isinstance(options, Outcome):
             await self._quit()
-            return all_of(self._local_outcome(
-                True, "5.6.7", f"SMTPUTF8 is required, but was not offered by host {self.name}"),
-                recipients)
-        options: list[bytes] = []
-        size_limit = smtp.esmtp_extensions.get("size", "") if smtp.supports_extension("size") else ""
-        if smtp.supports_extension("size"):
-            if size_limit.strip().isdigit() and 0 < int(size_limit) < len(body):
-                await self._quit()
-                return all_of(self._local_outcome(
-                    True, "5.3.4", f"message size {len(body)} exceeds size limit "
-                                   f"{int(size_limit)} of server {self.name}"), recipients)
-            options.append(f"SIZE={len(body)}".encode())
-        if body_8bit and smtp.supports_extension("8bitmime"):
-            options.append(b"BODY=8BITMIME")
-        if smtputf8:
-            options.append(b"SMTPUTF8")
+            return all_of(options, recipients)
 
         stage = "MAIL FROM command"
         try:
