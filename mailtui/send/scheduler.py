@@ -24,7 +24,7 @@ import asyncio
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Protocol
 
 from ..addresses import domain_of
@@ -296,19 +296,14 @@ class Scheduler:
         return await self.queue.flush(msg_id) > 0
 
     async def bounce_now(self, msg_id: str) -> bool:
-        """Fail every pending recipient of a message and tell its sender."""
+        """Fail every pending recipient of a message and tell its sender.
+
+        A running attempt is not interrupted: it fails what it left pending.
+        """
         item = self.queue.get(msg_id)
         if item is None or not item.pending():
             return False
-        if item.in_flight and not self._unpark(item):
-            # An attempt is running: it fails what is left when it ends.
-            self._bounce_requests.add(item.id)
-            return True
-        item.in_flight = True
-        try:
-            await self.transfer.bounce(item)
-        finally:
-            self.queue.release(item)
+        await self._now_or_after_attempt(item, self._bounce_requests, self.transfer.bounce)
         return True
 
     async def remove_now(self, msg_id: str) -> bool:
@@ -320,12 +315,18 @@ class Scheduler:
         item = self.queue.get(msg_id)
         if item is None:
             return False
+        await self._now_or_after_attempt(item, self._remove_requests, self.queue.finish)
+        return True
+
+    async def _now_or_after_attempt(self, item: QueueItem, requests: set[str],
+                                    action: Callable[[QueueItem], Awaitable[None]]) -> None:
+        """Run ``action`` on ``item`` now, holding it as an attempt would; or, while an
+        attempt holds it, leave the request in ``requests`` for when that attempt ends."""
         if item.in_flight and not self._unpark(item):
-            self._remove_requests.add(item.id)
-            return True
+            requests.add(item.id)
+            return
         item.in_flight = True
         try:
-            await self.queue.finish(item)
+            await action(item)
         finally:
             self.queue.release(item)
-        return True
