@@ -6,7 +6,7 @@ fake mail hosts this is the whole of remote delivery, on loopback.
 
 The fixtures (``smtp_port``, ``harnesses``) live here, not in a conftest.py:
 a second ``conftest`` module would shadow tests/conftest.py for the test
-modules that import from it. Test modules import them by name.
+modules that import from it. Test modules import them (``*_fixture``).
 """
 
 from __future__ import annotations
@@ -120,14 +120,14 @@ class Harness:
         await asyncio.wait_for(gone(), timeout)
 
 
-@pytest.fixture
-def smtp_port() -> int:
+@pytest.fixture(name="smtp_port")
+def smtp_port_fixture() -> int:
     """A port free for SMTP on every loopback address the fake mail hosts use."""
     return free_port(LOOPBACKS)
 
 
-@pytest.fixture
-async def harnesses():
+@pytest.fixture(name="harnesses")
+async def harnesses_fixture():
     """Makes harnesses; each one still running at the end is stopped."""
     made: list[Harness] = []
 

@@ -8,7 +8,7 @@ import pytest
 from delivery_harness import (
     BODY,
     WIRE_BODY,
-    smtp_port,  # noqa: F401 (a fixture)
+    smtp_port_fixture,  # noqa: F401 (a fixture)
 )
 from dnsworld import MX_HOST_1, MX_HOST_2, FakeMX, busy_server
 
@@ -115,3 +115,17 @@ async def test_courier_starttls(smtp_port):
     assert results["bob@mx.test"].ok and results["bob@mx.test"].tls
     assert mx.messages[0].tls
 
+
+
+async def test_smtp_courier_keeps_the_courier_contract(smtp_port):
+    carrier: courier.Courier = courier.SmtpCourier(helo="mail.local.test", port=smtp_port,
+                                                   connect_timeout=1.0, command_timeout=3.0)
+    async with FakeMX(MX_HOST_2, smtp_port) as mx:
+        results = await asyncio.wait_for(carrier.deliver(
+            hosts_for(MX_HOST_1, MX_HOST_2), sender="alice@local.test",
+            recipients=["bob@mx.test", "bad@mx.test", "later@mx.test"], body=BODY), 10)
+    assert set(results) == {"bob@mx.test", "bad@mx.test", "later@mx.test"}
+    assert results["bob@mx.test"].ok and results["bob@mx.test"].remote_mta == "mx2.mx.test"
+    assert results["bad@mx.test"].permanent and not results["later@mx.test"].permanent
+    assert [(m.mail_from, m.rcpt_tos, m.content) for m in mx.messages] == [
+        ("alice@local.test", ["bob@mx.test"], WIRE_BODY)]

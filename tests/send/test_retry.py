@@ -47,3 +47,18 @@ def test_give_up(attempts, age, max_attempts, max_lifetime, words):
     else:
         assert words in reason
 
+
+
+@pytest.mark.parametrize("seconds, words", [
+    (0, "0 seconds"),
+    (-5, "0 seconds"),
+    (1, "1 second"),
+    (59.6, "1 minute"),
+    (90, "1 minute 30 seconds"),
+    (3600, "1 hour"),
+    (3661, "1 hour 1 minute"),
+    (86400 + 7200 + 5, "1 day 2 hours"),
+    (5 * 86400, "5 days"),
+])
+def test_describe_duration(seconds, words):
+    assert retry.describe_duration(seconds) == words
