@@ -78,6 +78,11 @@ async def _cancel_until_done(tasks: set[asyncio.Task], poll: float = 0.1) -> Non
 
 
 class Scheduler:
+    """Hands due messages to the transfer agent, within the slots; serves the queue verbs.
+
+    Implements the admin's :class:`mailtui.admin.verbs.Delivery`.
+    """
+
     def __init__(self, *, config: Config, queue: Queue, bus: EventBus, transfer: Transfer,
                  stop_grace: float = STOP_GRACE):
         self.config = config
