@@ -63,7 +63,7 @@ class Submit(Protocol):
     unknown local mailbox, a full disk): the DSN is then dropped with a notice.
     """
 
-    async def __call__(self, sender: str, recipients: list[str], body: bytes) -> str: ...
+    async def __call__(self, sender: str, recipients: list[str], body: bytes, /) -> str: ...
 
 
 # -- the decisions (pure) ----------------------------------------------------------

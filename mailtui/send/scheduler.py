@@ -132,8 +132,9 @@ class Scheduler:
             # asyncio.wait, not "await loop_task": our own cancellation must reach
             # us even if the loop's wait swallows one (see _cancel_until_done).
             await asyncio.wait({loop_task})
-            if not loop_task.cancelled() and loop_task.exception() is not None:
-                raise loop_task.exception()  # a bug in the loop itself
+            error = None if loop_task.cancelled() else loop_task.exception()
+            if error is not None:
+                raise error  # a bug in the loop itself
         except asyncio.CancelledError:
             self._abandon()
             await _cancel_until_done({loop_task})
