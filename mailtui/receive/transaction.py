@@ -67,13 +67,9 @@ def strip_keyword(arg: str, keyword: str) -> str | None:
     return None
 
 
-def _address_reply(exc: AddressError) -> SmtpReply:
-    code, status, text = exc.reply.split(" ", 2)
-    return SmtpReply(int(code), status, text)
-
-
-def _path_and_params(arg: str | None, keyword: str, *, extended: bool) -> tuple[str, dict] | SmtpReply:
-    """Split ``FROM:<path> params`` into the path and its ESMTP parameters."""
+def _parse(arg: str | None, keyword: str, *, extended: bool, null_ok: bool, smtputf8: bool | None = None,
+           postmaster_domain: str | None = None) -> tuple[Address | None, dict] | SmtpReply:
+    """``FROM:<path> params`` -> (address, ESMTP parameters); SMTPUTF8 from them if ``smtputf8`` is None."""
     syntax = SmtpReply(501, "5.5.4", f"Syntax: {keyword} <address>")
     if arg is None:
         return syntax
@@ -86,9 +82,14 @@ def _path_and_params(arg: str | None, keyword: str, *, extended: bool) -> tuple[
         path, param_text = split_path(rest)
         if param_text and not extended:
             return NEEDS_EHLO
-        return path, parse_params(param_text, smtputf8=True)
+        params = parse_params(param_text, smtputf8=True)
+        if smtputf8 is None:
+            smtputf8 = "SMTPUTF8" in params
+        addr = parse_path(path, null_ok=null_ok, smtputf8=smtputf8, postmaster_domain=postmaster_domain)
     except AddressError as exc:
-        return _address_reply(exc)
+        code, status, text = exc.reply.split(" ", 2)
+        return SmtpReply(int(code), status, text)
+    return addr, params
 
 
 def mail_from(tx: Transaction, arg: str | None, *, extended: bool, max_size: int) -> Transaction | SmtpReply:
@@ -99,14 +100,10 @@ def mail_from(tx: Transaction, arg: str | None, *, extended: bool, max_size: int
     """
     if tx.has_sender:
         return NESTED_MAIL
-    split = _path_and_params(arg, "FROM:", extended=extended)
-    if isinstance(split, SmtpReply):
-        return split
-    path, params = split
-    try:
-        sender = parse_path(path, null_ok=True, smtputf8="SMTPUTF8" in params)
-    except AddressError as exc:
-        return _address_reply(exc)
+    parsed = _parse(arg, "FROM:", extended=extended, null_ok=True)
+    if isinstance(parsed, SmtpReply):
+        return parsed
+    sender, params = parsed
     new = Transaction(sender=sender, has_sender=True)
     for key, value in params.items():
         problem = _mail_parameter(new, key, value, max_size)
@@ -143,14 +140,11 @@ def rcpt_to(tx: Transaction, arg: str | None, *, extended: bool, postmaster_doma
     """
     if not tx.has_sender:
         return NEED_MAIL
-    split = _path_and_params(arg, "TO:", extended=extended)
-    if isinstance(split, SmtpReply):
-        return split
-    path, params = split
-    try:
-        rcpt = parse_path(path, null_ok=False, smtputf8=tx.smtputf8, postmaster_domain=postmaster_domain)
-    except AddressError as exc:
-        return _address_reply(exc)
+    parsed = _parse(arg, "TO:", extended=extended, null_ok=False, smtputf8=tx.smtputf8,
+                    postmaster_domain=postmaster_domain)
+    if isinstance(parsed, SmtpReply):
+        return parsed
+    rcpt, params = parsed
     if params:
         return SmtpReply(555, "5.5.4", f"RCPT parameter {next(iter(params))} not supported")
     if rcpt.needs_smtputf8 and not tx.smtputf8:
