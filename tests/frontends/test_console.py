@@ -70,9 +70,9 @@ def send(port: int, sender: str, recipients: list[str], *, helo: str = "client.t
 async def console(tmp_path: Path, size=(120, 36), **sections):
     app = MailtuiApp(make_config(tmp_path / "data", **sections))
     async with app.run_test(size=size) as pilot:
-        await asyncio.wait_for(app.core_ready.wait(), 10)
+        await asyncio.wait_for(app.lifecycle.ready.wait(), 10)
         yield app, pilot
-        await app.stop_core()
+        await app.lifecycle.stop()
 
 
 async def type_text(pilot, text: str) -> None:
@@ -188,7 +188,7 @@ async def test_a_deferred_message_is_retried_now(tmp_path):
     async with console(tmp_path, delivery={"retry_intervals": [300], "max_attempts": 5},
                        dns={"timeout": 0.3}) as (app, pilot):
         attempts: list[ev.DeliveryAttempt] = []
-        app.bus.add_listener(lambda e: attempts.append(e) if isinstance(e, ev.DeliveryAttempt) else None)
+        app.core.bus.add_listener(lambda e: attempts.append(e) if isinstance(e, ev.DeliveryAttempt) else None)
         app.core.registry.add_client("lab", ["127.0.0.1/32"])
         port = app.core.port("smtp")
         assert await asyncio.to_thread(send, port, "me@example.test", ["you@remote.test"]) == "accepted"
@@ -226,7 +226,7 @@ async def test_a_second_server_on_the_same_data_is_a_message(tmp_path):
     try:
         app = MailtuiApp(make_config(tmp_path / "data"))
         async with app.run_test(size=(100, 30)) as pilot:
-            await until(pilot, lambda: app.phase == "failed", "the failure")
+            await until(pilot, lambda: app.lifecycle.phase == "failed", "the failure")
             assert "another mailtui server is using" in screen_text(app)
             await pilot.press("q")
     finally:
@@ -236,10 +236,10 @@ async def test_a_second_server_on_the_same_data_is_a_message(tmp_path):
 async def test_quitting_stops_the_server(tmp_path):
     app = MailtuiApp(make_config(tmp_path / "data"))
     async with app.run_test() as pilot:
-        await asyncio.wait_for(app.core_ready.wait(), 10)
+        await asyncio.wait_for(app.lifecycle.ready.wait(), 10)
         port = app.core.port("smtp")
         await pilot.press("q")
-        await until(pilot, lambda: app.phase == "stopped", "the stop")
+        await until(pilot, lambda: app.lifecycle.phase == "stopped", "the stop")
     assert app.return_code == 0
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
@@ -383,7 +383,7 @@ def scene(tmp_path, monkeypatch):
 
 async def scene_ready(pilot) -> None:
     app = pilot.app
-    await until(pilot, lambda: app.running and len(app.model.dns) == 6, "the scene")
+    await until(pilot, lambda: app.lifecycle.running and len(app.model.dns) == 6, "the scene")
     await pilot.pause(0.3)  # the batch is drawn
 
 
