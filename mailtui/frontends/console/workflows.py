@@ -34,7 +34,7 @@ def free_name(base: str, taken: list[str]) -> str:
 
 
 class AdminWorkflows(App[None]):
-    # Set up by the app.
+    # Set up by the app (MailtuiApp.__init__).
     config: Config
     core: MailServer
     lifecycle: ServerLifecycle
@@ -51,12 +51,15 @@ class AdminWorkflows(App[None]):
             return None
 
     def _check_running(self) -> bool:
+        """Whether the server runs; says so on screen when it does not."""
         if not self.lifecycle.running:
             self.notify("The server is not running.", severity="error")
         return self.lifecycle.running
 
-    async def _confirm(self, title: str, question: str, confirm: str) -> bool:
-        return bool(await self.push_screen_wait(ConfirmDialog(title, question, confirm=confirm)))
+    async def _ask_then_call(self, question: ConfirmDialog, op: str, args: dict[str, Any], done: str) -> None:
+        """Ask ``question``; on yes, run the admin verb ``op`` and say ``done``."""
+        if await self.push_screen_wait(question) and await self.admin_call(op, **args):
+            self.notify(done)
 
     # -- clients ---------------------------------------------------------------------
 
@@ -109,10 +112,9 @@ class AdminWorkflows(App[None]):
     @work(group="admin", exit_on_error=False)
     async def remove_client(self, message: ClientsPanel.RemoveClient) -> None:
         name = message.name
-        if await self._confirm("Remove client", f"Remove the client {name}? Its networks may no longer send "
-                               "mail (sessions that log in still can).", "Remove"):
-            if await self.admin_call("client_remove", name=name):
-                self.notify(f"client {name} removed")
+        question = ConfirmDialog("Remove client", f"Remove the client {name}? Its networks may no longer send "
+                                 "mail (sessions that log in still can).", confirm="Remove")
+        await self._ask_then_call(question, "client_remove", {"name": name}, f"client {name} removed")
 
     # -- mailboxes -------------------------------------------------------------------
 
@@ -144,10 +146,9 @@ class AdminWorkflows(App[None]):
     @work(group="admin", exit_on_error=False)
     async def remove_mailbox(self, message: ClientsPanel.RemoveMailbox) -> None:
         address = message.address
-        if await self._confirm("Remove mailbox", f"Remove the mailbox {address}? Its login stops working; "
-                               "its messages stay on disk.", "Remove"):
-            if await self.admin_call("mailbox_remove", address=address):
-                self.notify(f"mailbox {address} removed")
+        question = ConfirmDialog("Remove mailbox", f"Remove the mailbox {address}? Its login stops working; "
+                                 "its messages stay on disk.", confirm="Remove")
+        await self._ask_then_call(question, "mailbox_remove", {"address": address}, f"mailbox {address} removed")
 
     # -- the queue (each redraws it afterwards: a row may be gone, whatever the answer) --
 
@@ -173,20 +174,18 @@ class AdminWorkflows(App[None]):
     @work(group="admin", exit_on_error=False)
     async def bounce_message(self, message: QueuePanel.Bounce) -> None:
         msg_id = message.msg_id
-        if await self._confirm("Bounce message", f"Give up on {msg_id} now and send a bounce to its sender?",
-                               "Bounce"):
-            if await self.admin_call("queue_bounce", msg_id=msg_id):
-                self.notify(f"{msg_id} bounced")
+        question = ConfirmDialog("Bounce message", f"Give up on {msg_id} now and send a bounce to its sender?",
+                                 confirm="Bounce")
+        await self._ask_then_call(question, "queue_bounce", {"msg_id": msg_id}, f"{msg_id} bounced")
         self.batch.mark("queue")
 
     @on(QueuePanel.Delete)
     @work(group="admin", exit_on_error=False)
     async def delete_message(self, message: QueuePanel.Delete) -> None:
         msg_id = message.msg_id
-        if await self._confirm("Delete message", f"Delete {msg_id} from the queue? No bounce is sent; "
-                               "the message is gone.", "Delete"):
-            if await self.admin_call("queue_remove", msg_id=msg_id):
-                self.notify(f"{msg_id} deleted")
+        question = ConfirmDialog("Delete message", f"Delete {msg_id} from the queue? No bounce is sent; "
+                                 "the message is gone.", confirm="Delete")
+        await self._ask_then_call(question, "queue_remove", {"msg_id": msg_id}, f"{msg_id} deleted")
         self.batch.mark("queue")
 
     @on(QueuePanel.View)
