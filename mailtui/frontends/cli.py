@@ -261,7 +261,7 @@ def cmd_serve(config: Config) -> None:
 
 
 def cmd_console(config: Config) -> None:
-    from .console.app import run_console
+    from .console.runner import run_console
 
     run_console(config)
 
