@@ -48,7 +48,9 @@ def who_text(row: SessionRow) -> Text:
         return Text(printable(row.login), style="cyan")
     if row.client:
         return Text(printable(row.client), style="green")
-    return Text(row.who, style="red" if row.proto == "smtp" else "dim")
+    if row.proto == "smtp":   # SMTP from an unregistered network: policy refuses its mail
+        return Text("unregistered", style="red")
+    return Text("-", style="dim")
 
 
 def session_cells(row: SessionRow) -> dict[str, Cell]:
