@@ -570,6 +570,7 @@ class SmtpSession(SMTP):
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         raw, problem = await self._read_data()
+        data_ended = time.monotonic()
         if raw is None:
             return
         tx, self.tx = self.tx, Transaction()
@@ -606,7 +607,7 @@ class SmtpSession(SMTP):
         self.messages += 1
         self.ctx.bus.publish(MessageAccepted(session=self.sid, msg_id=msg_id, sender=envelope.sender,
                                              recipients=tuple(envelope.recipients), size=len(data),
-                                             peer=self.ip))
+                                             peer=self.ip, store_seconds=time.monotonic() - data_ended))
         await self.push(f"250 2.0.0 OK: queued as {msg_id}")
 
     async def _read_data(self) -> tuple[Optional[bytes], str]:

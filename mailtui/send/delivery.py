@@ -358,7 +358,7 @@ class DeliveryAgent:
         for rcpt, outcome in delivered:
             self.bus.publish(DeliveredRemote(msg_id=item.id, recipient=rcpt.address,
                                              remote_mta=outcome.remote_mta, reply=outcome.reply,
-                                             tls=outcome.tls))
+                                             tls=outcome.tls, queued_for=now - item.arrival))
             self._log(item, rcpt, "delivered", tls=outcome.tls)
         for rcpt in deferred:
             self.bus.publish(Deferred(msg_id=item.id, recipient=rcpt.address,

@@ -34,6 +34,7 @@ from ..store.maildir import Maildirs
 from ..store.queue import Queue
 from ..store.safeio import DirSyncer
 from ..wire import hostport
+from .metrics import Metrics, MetricsServer
 from .tls import server_context
 
 log = logging.getLogger(__name__)
@@ -155,6 +156,12 @@ class Core:
         for ep in cfg.pop3.listen:
             await self._bind("pop3", ep, lambda h, p: asyncio.start_server(self.pop3.handle, h, p,
                                                                            reuse_address=True))
+        if cfg.metrics.listen:
+            self.metrics = Metrics(queue_size=lambda: len(self.queue))
+            self.bus.add_listener(self.metrics.observe)
+            scrape = MetricsServer(self.metrics)
+            for ep in cfg.metrics.listen:
+                await self._bind("metrics", ep, scrape.serve)
         self.control = ControlServer(self.admin, socket_path(cfg.server.data_dir))
         try:
             await self.control.start()
