@@ -35,6 +35,7 @@ from ..store.queue import Queue
 from ..store.safeio import DirSyncer
 from ..wire import hostport
 from .metrics import Metrics, MetricsServer
+from .stats import ServerStats
 from .tls import server_context
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,8 @@ class Core:
     def __init__(self, config: Config, *, bus: EventBus | None = None):
         self.config = config
         self.bus = bus or EventBus()
+        self.stats = ServerStats()
+        self.bus.add_listener(self.stats.observe)
         self.listeners: list[Listener] = []
         self._lock = DataDirLock(config.server.data_dir)
         self._tasks: list[asyncio.Task] = []
@@ -157,7 +160,7 @@ class Core:
             await self._bind("pop3", ep, lambda h, p: asyncio.start_server(self.pop3.handle, h, p,
                                                                            reuse_address=True))
         if cfg.metrics.listen:
-            self.metrics = Metrics(queue_size=lambda: len(self.queue))
+            self.metrics = Metrics(self.stats, queue_size=lambda: len(self.queue))
             self.bus.add_listener(self.metrics.observe)
             scrape = MetricsServer(self.metrics)
             for ep in cfg.metrics.listen:

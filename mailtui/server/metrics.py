@@ -1,8 +1,8 @@
-"""Prometheus metrics: counters fed by the event stream, gauges read when scraped.
+"""Prometheus metrics: the server's totals, gauges and two latency histograms.
 
-Counters are bumped by a synchronous bus listener (an ``inc`` each, so exact
-and cheap: the mail path never waits for it); the queue size and the
-event-loop lag are read at scrape time. Every series exists from start at 0,
+The totals are counted once, by :class:`~mailtui.server.stats.ServerStats`
+(a synchronous bus listener, exact and cheap), and read at scrape time with
+the queue size and the event-loop lag; the histograms observe events. Every series exists from start at 0,
 so a dashboard or an alert never sees a gap. prometheus-client renders the
 text format; the HTTP side is a small asyncio server on the core's own loop
 (prometheus-client's own server runs in a thread).
@@ -12,24 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable
+from typing import Callable, Iterator
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from .. import events as ev
+from .stats import ServerStats
 
 log = logging.getLogger(__name__)
 
 PROTOCOLS = ("smtp", "submission", "pop3", "imap")
 REFUSAL_STAGES = ("connect", "mail", "rcpt", "data")
-DNS_OK = ("NOERROR", "NXDOMAIN")          # an answer, even "no such domain", is not a failure
+RTYPES = ("MX", "A", "AAAA", "TXT", "PTR")
 LATENCY_BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10)
 DELIVERY_BUCKETS = (.1, .5, 1, 5, 15, 60, 300, 900, 3600, 14400, 86400, 432000)
 REQUEST_LIMIT = 8192                       # bytes of request line and headers we read
@@ -37,82 +33,81 @@ REQUEST_TIMEOUT = 10.0
 
 
 class Metrics:
-    """mailtui's metrics in their own registry (nothing process-global)."""
+    """mailtui's metrics in their own registry (nothing process-global).
 
-    def __init__(self, *, queue_size: Callable[[], int], lag: Callable[[], float] | None = None):
-        r = self.registry = CollectorRegistry(auto_describe=True)
-        self.accepted = Counter("mailtui_messages_accepted", "Messages accepted (250 after DATA)", registry=r)
-        self.refused = Counter("mailtui_messages_refused", "Commands refused by policy or limits, by stage",
-                               ["stage"], registry=r)
-        self.delivered = Counter("mailtui_messages_delivered",
-                                 "Recipients delivered: to a local mailbox or to a remote server", ["where"],
-                                 registry=r)
-        self.deferred = Counter("mailtui_messages_deferred", "Recipients deferred for a later attempt", registry=r)
-        self.bounced = Counter("mailtui_messages_bounced", "Recipients failed for good (a DSN goes to the sender)",
-                               registry=r)
-        self.sessions = Counter("mailtui_sessions", "Sessions opened, by protocol", ["proto"], registry=r)
-        self.open_sessions = Gauge("mailtui_sessions_open", "Sessions open now, by protocol", ["proto"],
-                                   registry=r)
-        self.auth_failures = Counter("mailtui_auth_failures", "Failed logins, by protocol", ["proto"], registry=r)
-        self.dns_lookups = Counter("mailtui_dns_lookups", "DNS lookups, by record type (cached answers too)",
-                                   ["rtype"], registry=r)
-        self.dns_failures = Counter("mailtui_dns_failures", "DNS lookups that got no usable answer "
-                                    "(timeout, SERVFAIL, ...)", ["rtype"], registry=r)
+    Counters are read from :class:`ServerStats` at scrape time (one place
+    counts); the two latency histograms are observed here.
+    """
+
+    def __init__(self, stats: ServerStats, *, queue_size: Callable[[], int],
+                 lag: Callable[[], float] | None = None):
+        self.stats = stats
+        self.queue_size = queue_size
+        self.lag = lag
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_TotalsCollector(self))
         self.data_to_250 = Histogram("mailtui_data_to_250_seconds", "Time from the end of DATA to the 250 "
-                                     "(making the message durable)", buckets=LATENCY_BUCKETS, registry=r)
+                                     "(making the message durable)", buckets=LATENCY_BUCKETS,
+                                     registry=self.registry)
         self.delivery_latency = Histogram("mailtui_delivery_latency_seconds", "Time from arrival to remote "
-                                          "delivery", buckets=DELIVERY_BUCKETS, registry=r)
-        queue = Gauge("mailtui_queue_messages", "Messages in the remote-delivery queue", registry=r)
-        queue.set_function(lambda: float(queue_size()))
-        if lag is not None:
-            loop_lag = Gauge("mailtui_event_loop_lag_seconds", "Worst event-loop lag in the last interval",
-                             registry=r)
-            loop_lag.set_function(lag)
-        for stage in REFUSAL_STAGES:
-            self.refused.labels(stage=stage)
-        for where in ("local", "remote"):
-            self.delivered.labels(where=where)
-        for proto in PROTOCOLS:
-            self.sessions.labels(proto=proto)
-            self.open_sessions.labels(proto=proto)
-            self.auth_failures.labels(proto=proto)
-        for rtype in ("MX", "A", "AAAA", "TXT", "PTR"):
-            self.dns_lookups.labels(rtype=rtype)
-            self.dns_failures.labels(rtype=rtype)
+                                          "delivery", buckets=DELIVERY_BUCKETS, registry=self.registry)
 
     def observe(self, event: ev.Event) -> None:
-        """Bus listener: count one event (called synchronously, must stay quick)."""
-        match event:
-            case ev.MessageAccepted():
-                self.accepted.inc()
-                if event.store_seconds:
-                    self.data_to_250.observe(event.store_seconds)
-            case ev.ClientRefused():
-                self.refused.labels(stage=event.stage).inc()
-            case ev.DeliveredLocal():
-                self.delivered.labels(where="local").inc()
-            case ev.DeliveredRemote():
-                self.delivered.labels(where="remote").inc()
-                if event.queued_for:
-                    self.delivery_latency.observe(event.queued_for)
-            case ev.Deferred():
-                self.deferred.inc()
-            case ev.Bounced():
-                self.bounced.inc()
-            case ev.ConnectionOpened():
-                self.sessions.labels(proto=event.proto).inc()
-                self.open_sessions.labels(proto=event.proto).inc()
-            case ev.ConnectionClosed():
-                self.open_sessions.labels(proto=event.proto).dec()
-            case ev.AuthFailed():
-                self.auth_failures.labels(proto=event.proto).inc()
-            case ev.DnsLookup():
-                self.dns_lookups.labels(rtype=event.rtype).inc()
-                if event.rcode not in DNS_OK:
-                    self.dns_failures.labels(rtype=event.rtype).inc()
+        """Bus listener for the histograms (called synchronously, must stay quick)."""
+        if isinstance(event, ev.MessageAccepted) and event.store_seconds:
+            self.data_to_250.observe(event.store_seconds)
+        elif isinstance(event, ev.DeliveredRemote) and event.queued_for:
+            self.delivery_latency.observe(event.queued_for)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _TotalsCollector:
+    """The server's totals as Prometheus families; every series present from start at 0."""
+
+    def __init__(self, metrics: Metrics):
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        t = self.metrics.stats.totals
+        yield _counter("mailtui_messages_accepted", "Messages accepted (250 after DATA)", t.accepted)
+        yield _counter("mailtui_messages_refused", "Commands refused by policy or limits, by stage",
+                       {(s,): t.refused_by_stage[s] for s in REFUSAL_STAGES}, ["stage"])
+        yield _counter("mailtui_messages_delivered", "Recipients delivered: to a local mailbox or a remote server",
+                       {("local",): t.delivered_local, ("remote",): t.delivered_remote}, ["where"])
+        yield _counter("mailtui_messages_deferred", "Recipients deferred for a later attempt", t.deferred)
+        yield _counter("mailtui_messages_bounced", "Recipients failed for good (a DSN goes to the sender)",
+                       t.bounced)
+        protos = sorted(set(PROTOCOLS) | set(t.sessions))
+        yield _counter("mailtui_sessions", "Sessions opened, by protocol",
+                       {(p,): t.sessions[p] for p in protos}, ["proto"])
+        gauge = GaugeMetricFamily("mailtui_sessions_open", "Sessions open now, by protocol", labels=["proto"])
+        for p in protos:
+            gauge.add_metric([p], t.open_sessions[p])
+        yield gauge
+        yield _counter("mailtui_auth_failures", "Failed logins, by protocol",
+                       {(p,): t.auth_failures_by_proto[p] for p in protos}, ["proto"])
+        rtypes = sorted(set(RTYPES) | set(t.dns_lookups))
+        yield _counter("mailtui_dns_lookups", "DNS lookups, by record type (cached answers too)",
+                       {(r,): t.dns_lookups[r] for r in rtypes}, ["rtype"])
+        yield _counter("mailtui_dns_failures", "DNS lookups that got no usable answer (timeout, SERVFAIL, ...)",
+                       {(r,): t.dns_failures[r] for r in rtypes}, ["rtype"])
+        yield GaugeMetricFamily("mailtui_queue_messages", "Messages in the remote-delivery queue",
+                                value=self.metrics.queue_size())
+        if self.metrics.lag is not None:
+            yield GaugeMetricFamily("mailtui_event_loop_lag_seconds", "Worst event-loop lag in the last interval",
+                                    value=self.metrics.lag())
+
+
+def _counter(name: str, text: str, values: int | dict[tuple[str, ...], int],
+             labels: list[str] | None = None) -> CounterMetricFamily:
+    if labels is None:
+        return CounterMetricFamily(name, text, value=values)
+    family = CounterMetricFamily(name, text, labels=labels)
+    for label_values, value in values.items():
+        family.add_metric(list(label_values), value)
+    return family
 
 
 class MetricsServer:

@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mailtui.events import DnsLookup, MessageAccepted
 from mailtui.server.metrics import Metrics, MetricsServer
+from mailtui.server.stats import ServerStats
 
 MSG = b"From: a@example.org\r\nTo: bob@localhost\r\nSubject: hi\r\n\r\nHello.\r\n"
 pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
@@ -62,7 +63,7 @@ def test_mail_moves_the_counters(server):
         c.mail("a@example.org")
         code, _ = c.rcpt("nobody@localhost")
         assert code == 550
-    server.wait_for(lambda: server.core.metrics.accepted._value.get() == 2)
+    server.wait_for(lambda: server.core.stats.totals.accepted == 2)
     port = server.core.port("metrics")
     values = samples(scrape(port).stdout)
     assert values[("mailtui_messages_accepted_total", ())] == 2
@@ -93,11 +94,14 @@ def test_garbage_gets_400_and_the_server_goes_on(server):
 
 
 def test_observe_counts_dns_failures_and_durations():
-    metrics = Metrics(queue_size=lambda: 7, lag=lambda: 0.02)
-    metrics.observe(DnsLookup(name="x.test", rtype="MX", answer=(), rcode="SERVFAIL", duration=0.1))
-    metrics.observe(DnsLookup(name="y.test", rtype="MX", answer=(), rcode="NXDOMAIN", duration=0.1))
-    metrics.observe(MessageAccepted(session="S1", msg_id="M", sender="", recipients=("a@b",), size=1,
-                                    store_seconds=0.004))
+    stats = ServerStats()
+    metrics = Metrics(stats, queue_size=lambda: 7, lag=lambda: 0.02)
+    for event in (DnsLookup(name="x.test", rtype="MX", answer=(), rcode="SERVFAIL", duration=0.1),
+                  DnsLookup(name="y.test", rtype="MX", answer=(), rcode="NXDOMAIN", duration=0.1),
+                  MessageAccepted(session="S1", msg_id="M", sender="", recipients=("a@b",), size=1,
+                                  store_seconds=0.004)):
+        stats.observe(event)
+        metrics.observe(event)
     values = samples(metrics.render().decode())
     assert values[("mailtui_dns_lookups_total", (("rtype", "MX"),))] == 2
     assert values[("mailtui_dns_failures_total", (("rtype", "MX"),))] == 1
@@ -112,7 +116,7 @@ async def test_a_silent_client_is_dropped(monkeypatch):
     from mailtui.server import metrics as module
 
     monkeypatch.setattr(module, "REQUEST_TIMEOUT", 0.2)
-    server = await MetricsServer(Metrics(queue_size=lambda: 0)).serve("127.0.0.1", 0)
+    server = await MetricsServer(Metrics(ServerStats(), queue_size=lambda: 0)).serve("127.0.0.1", 0)
     try:
         reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname()[:2])
         assert await asyncio.wait_for(reader.read(), 5) == b""
