@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import __version__
 from ..access.pop3 import Pop3Server
 from ..addresses import AddressError, parse_address
 from ..admin.control import ControlServer, socket_path
@@ -145,7 +146,7 @@ class Core:
         self.delivery = DeliveryAgent(config=cfg, queue=self.queue, resolver=self.resolver, bus=self.bus,
                                       submit=self.submit, store=self.store)
         self.admin = Admin(registry=self.registry, queue=self.queue, maildirs=self.maildirs,
-                           delivery=self.delivery, bus=self.bus)
+                           delivery=self.delivery, bus=self.bus, status=self.status)
         self.smtp = SmtpContext(config=cfg, registry=self.registry, policy=self.policy, intake=self.intake,
                                 bus=self.bus, store=self.store, tls_context=self.tls_context,
                                 logins=self.logins)
@@ -187,13 +188,21 @@ class Core:
                 reason += " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
             listener.error = reason
             self.bus.publish(ListenerFailed(proto=proto, address=str(ep), error=reason))
-            log.error("cannot listen for %s on %s: %s", proto, ep, reason)
         else:
             listener.server = server
             host, port = server.sockets[0].getsockname()[:2]
             listener.bound = hostport(host, port)
             self.bus.publish(ListenerStarted(proto=proto, address=listener.bound))
         self.listeners.append(listener)
+
+    def status(self) -> dict:
+        """What ``mailtui status`` prints: who is serving what, and the totals so far."""
+        cfg = self.config
+        return {"version": __version__, "pid": os.getpid(), "hostname": cfg.server.hostname,
+                "config": cfg.source, "data_dir": str(cfg.server.data_dir),
+                "listeners": [{"proto": li.proto, "address": li.address, "bound": li.bound, "ok": li.ok,
+                               "error": li.error} for li in self.listeners],
+                "queue": len(self.queue), "totals": self.stats.snapshot()}
 
     def port(self, proto: str) -> int:
         """The first bound port of ``proto`` (tests bind port 0)."""
