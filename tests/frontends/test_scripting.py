@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import smtplib
 import os
 import socket
 import subprocess
@@ -61,10 +62,9 @@ def test_status_of_a_running_server(tmp_path):
         protos = {li["proto"] for li in status["listeners"] if li["ok"]}
         assert {"smtp", "pop3"} <= protos
         port = next(int(li["bound"].rsplit(":", 1)[1]) for li in status["listeners"] if li["proto"] == "smtp")
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-            s.recv(100)
-            s.sendall(b"EHLO x\r\nMAIL FROM:<a@example.org>\r\nQUIT\r\n")
-            s.recv(1000)
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
+            smtp.ehlo("x")
+            assert smtp.mail("a@example.org")[0] == 550   # not a registered client
         text = mailtui("status", config=cfg)
         assert text.returncode == 0 and "SMTP" in text.stdout and "refused 1" in text.stdout
     finally:
