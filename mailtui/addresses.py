@@ -157,6 +157,11 @@ def parse_address(text: str) -> Address:
     return parse_mailbox(text.strip(), smtputf8=True)
 
 
+def domain_of(address: str) -> str:
+    """The domain of an address parsed before (a queued recipient), lower-cased."""
+    return address.rpartition("@")[2].lower()
+
+
 def split_path(arg: str) -> tuple[str, str]:
     """Split ``<path> params`` into the bracketed path and the parameter text."""
     arg = arg.strip()

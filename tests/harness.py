@@ -8,6 +8,7 @@ smtplib, poplib, swaks and curl against it.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 import time
 from pathlib import Path
@@ -33,6 +34,14 @@ def make_config(data_dir: Path, **sections: dict[str, Any]) -> Config:
         "logs": {"flush_interval": 0.1},
     })
     return with_overrides(base, **sections) if sections else base
+
+
+def tls_context() -> ssl.SSLContext:
+    """A client TLS context that takes the test server's self-signed certificate."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
 
 
 class RunningServer:

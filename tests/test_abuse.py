@@ -17,8 +17,7 @@ import threading
 import time
 
 import pytest
-from harness import PASSWORD, RunningServer, make_config
-from test_smtp import tls_context
+from harness import PASSWORD, RunningServer, make_config, tls_context
 from wire import Dialog
 
 from mailtui.events import AuthFailed, ConnectionClosed, MessageAccepted

@@ -84,7 +84,7 @@ def test_the_layout_has_the_packages_of_the_mail_path():
     names = set(all_modules())
     for package in LAYERS:
         assert f"mailtui.{package}" in names
-    assert {"mailtui.receive.smtp", "mailtui.access.pop3", "mailtui.send.delivery",
+    assert {"mailtui.receive.smtp", "mailtui.access.pop3", "mailtui.send.scheduler",
             "mailtui.store.queue", "mailtui.server.core", "mailtui.frontends.cli"} <= names
 
 
@@ -139,7 +139,7 @@ def imported_after(statement: str) -> set[str]:
 
 def test_core_modules_do_not_import_textual():
     core = sorted(n for n in all_modules() if not n.startswith(TEXTUAL_ALLOWED) and n != "mailtui.__main__")
-    assert {"mailtui.server.core", "mailtui.receive.smtp", "mailtui.access.pop3", "mailtui.send.delivery",
+    assert {"mailtui.server.core", "mailtui.receive.smtp", "mailtui.access.pop3", "mailtui.send.scheduler",
             "mailtui.store.queue", "mailtui.dns.resolver", "mailtui.store.db"} <= set(core)
     modules = imported_after("\n".join(f"import {name}" for name in core))
     leaked = sorted(m for m in modules if m == "textual" or m.startswith("textual."))

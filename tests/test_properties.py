@@ -28,8 +28,8 @@ from mailtui.addresses import (
     split_path,
 )
 from mailtui.config import Config, ConfigError, from_mapping, parse_endpoint
-from mailtui.receive.policy import Client, Policy
-from mailtui.receive.smtp import unstuff_and_normalise
+from mailtui.receive.message import unstuff_and_normalise
+from mailtui.receive.policy import Peer, Policy
 from mailtui.replies import add_enhanced_status
 
 pytestmark = pytest.mark.timeout(120)
@@ -107,7 +107,7 @@ def test_policy_never_relays_for_an_unregistered_client(mx_policy, text):
         rcpt = parse_path(text, null_ok=False, smtputf8=True, postmaster_domain="localhost")
     except AddressError:
         return
-    refusal, key = mx_policy.check_recipient(Client(ip="192.0.2.1"), rcpt)
+    refusal, key = mx_policy.check_recipient(Peer(ip="192.0.2.1"), rcpt)
     if refusal is None:
         assert key in ("bob@localhost", "postmaster@localhost")   # a local mailbox, never remote
         assert rcpt.domain in ("localhost", "example.test")

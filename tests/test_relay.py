@@ -11,8 +11,7 @@ from __future__ import annotations
 import base64
 
 import pytest
-from harness import PASSWORD, RunningServer, make_config
-from test_smtp import tls_context
+from harness import PASSWORD, RunningServer, make_config, tls_context
 from wire import Dialog
 
 from mailtui.events import AuthFailed, ClientRefused, MessageAccepted

@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 from email.parser import BytesHeaderParser
 from email.policy import default as default_policy
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from ..events import EventBus, QueueChanged
 from ..store.maildir import Maildirs
@@ -22,9 +22,24 @@ class AdminError(Exception):
     """A request that cannot be carried out; the message is one line for people."""
 
 
+class Delivery(Protocol):
+    """What the queue verbs need of the running delivery scheduler.
+
+    Only the running server has one: it knows which message an attempt holds
+    right now, so it can act at once or as soon as that attempt ends. Each
+    answers False when there is no such message to act on.
+    """
+
+    async def retry_now(self, msg_id: str) -> bool: ...
+
+    async def remove_now(self, msg_id: str) -> bool: ...
+
+    async def bounce_now(self, msg_id: str) -> bool: ...
+
+
 class Admin:
     def __init__(self, *, registry: Registry, queue: Queue, maildirs: Maildirs,
-                 delivery: Any = None, bus: EventBus | None = None,
+                 delivery: Delivery | None = None, bus: EventBus | None = None,
                  status: Callable[[], dict] | None = None):
         self.registry = registry
         self._status = status

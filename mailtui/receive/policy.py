@@ -16,9 +16,18 @@ from ..config import Config
 from ..replies import SmtpReply
 
 
+def peer_label(network_client: str, login: str) -> str:
+    """As which registered client or login a session counts, in a word or two."""
+    if login:
+        return f"login {login}"
+    if network_client:
+        return f"client {network_client}"
+    return "unregistered"
+
+
 @dataclass(frozen=True, slots=True)
-class Client:
-    """What policy knows about the peer of one session."""
+class Peer:
+    """What policy knows about the peer of one session (not a registered network: that is a Client)."""
 
     ip: str
     network_client: str = ""   # name of the registered client whose network matched
@@ -31,11 +40,7 @@ class Client:
 
     @property
     def label(self) -> str:
-        if self.login:
-            return f"login {self.login}"
-        if self.network_client:
-            return f"client {self.network_client}"
-        return "unregistered"
+        return peer_label(self.network_client, self.login)
 
 
 class Policy:
@@ -57,31 +62,31 @@ class Policy:
         key = f"{local}@{addr.domain}"
         return key if self.registry.has_mailbox(key) else ""
 
-    def check_sender(self, client: Client, sender: Address | None) -> SmtpReply | None:
-        if not client.registered:
+    def check_sender(self, peer: Peer, sender: Address | None) -> SmtpReply | None:
+        if not peer.registered:
             if not self.config.policy.accept_unregistered_for_local:
-                return SmtpReply(550, "5.7.1", f"Client host [{client.ip}] is not registered: "
+                return SmtpReply(550, "5.7.1", f"Client host [{peer.ip}] is not registered: "
                                            "authenticate, or ask the administrator to register it")
-            if self._helo_names_us(client.helo):
+            if self._helo_names_us(peer.helo):
                 return SmtpReply(550, "5.7.1", "HELO/EHLO names this server, but you are not it")
             if sender is not None and not sender.is_literal and self.config.is_local_domain(sender.domain):
                 return SmtpReply(550, "5.7.1", f"Sender <{sender}> is in a local domain: authenticate first")
-        elif client.login and not client.network_client and sender is not None:
-            if self.config.is_local_domain(sender.domain) and sender.key != client.login \
-                    and self.local_key(sender) != client.login:
-                return SmtpReply(553, "5.7.1", f"Sender <{sender}> is not owned by {client.login}")
+        elif peer.login and not peer.network_client and sender is not None:
+            if self.config.is_local_domain(sender.domain) and sender.key != peer.login \
+                    and self.local_key(sender) != peer.login:
+                return SmtpReply(553, "5.7.1", f"Sender <{sender}> is not owned by {peer.login}")
         return None
 
-    def check_recipient(self, client: Client, rcpt: Address) -> tuple[SmtpReply | None, str | None]:
+    def check_recipient(self, peer: Peer, rcpt: Address) -> tuple[SmtpReply | None, str | None]:
         """Returns (refusal or None, local mailbox key or None for remote)."""
         key = self.local_key(rcpt)
         if key == "":
             return SmtpReply(550, "5.1.1", f"<{rcpt}>: no such user here"), None
         if key is not None:
-            if client.registered or self.config.policy.accept_unregistered_for_local:
+            if peer.registered or self.config.policy.accept_unregistered_for_local:
                 return None, key
-            return SmtpReply(550, "5.7.1", f"Client host [{client.ip}] is not registered"), None
-        if not client.registered:
+            return SmtpReply(550, "5.7.1", f"Client host [{peer.ip}] is not registered"), None
+        if not peer.registered:
             return SmtpReply(554, "5.7.1", f"<{rcpt}>: relay access denied"), None
         return None, None
 

@@ -1,1 +1,1 @@
-"""Sending mail on: MX lookups, the delivery scheduler and attempts, retries, bounces."""
+"""Sending mail on: the delivery scheduler, delivery attempts, the SMTP courier, retries, bounces."""

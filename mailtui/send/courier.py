@@ -4,7 +4,9 @@ The courier knows nothing of queues or retries: given the hosts to try (best
 first), it connects to each address in turn until one session gets as far as
 MAIL FROM, runs one transaction for all the recipients, and reports an
 :class:`Outcome` per recipient. What to do with the outcomes (deliver, defer,
-bounce) is :mod:`mailtui.send.delivery`'s business.
+bounce) is :mod:`mailtui.send.attempt`'s business. :class:`Courier` is that
+contract (chasquid's ``courier.Courier``); :class:`SmtpCourier` keeps it over
+SMTP, and a test or a connection-reusing courier can take its place.
 
 Behaviour follows Postfix's SMTP client where it matters: opportunistic
 STARTTLS without certificate checks (a failed handshake is retried in
@@ -19,6 +21,7 @@ import asyncio
 import ssl
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Protocol
 
 import aiosmtplib
 from aiosmtplib import (
@@ -53,6 +56,37 @@ class Outcome:
     def diagnostic(self) -> str:
         """RFC 3464 Diagnostic-Code value ("smtp; 550 5.1.1 ..."), "" if no reply."""
         return f"smtp; {self.reply}" if self.reply else ""
+
+
+class Courier(Protocol):
+    """Carries one message to one domain's mail hosts, and says what became of it.
+
+    ``hosts`` come best first. The answer has an :class:`Outcome` for every
+    recipient, and a failed one says whether the failure is permanent. A
+    courier never waits to retry and never bounces: the attempt decides that.
+    """
+
+    async def deliver(self, hosts: list[MailHost], *, sender: str, recipients: list[str],
+                      body: bytes, smtputf8: bool = False,
+                      body_8bit: bool = False) -> dict[str, Outcome]: ...
+
+
+@dataclass(frozen=True)
+class SmtpCourier:
+    """The :class:`Courier` that speaks SMTP: one connection per delivery (see :func:`send`)."""
+
+    helo: str
+    port: int = 25
+    connect_timeout: float = 30.0
+    command_timeout: float = 120.0
+
+    async def deliver(self, hosts: list[MailHost], *, sender: str, recipients: list[str],
+                      body: bytes, smtputf8: bool = False,
+                      body_8bit: bool = False) -> dict[str, Outcome]:
+        return await send(hosts, port=self.port, helo=self.helo, sender=sender,
+                          recipients=recipients, body=body, smtputf8=smtputf8,
+                          body_8bit=body_8bit, connect_timeout=self.connect_timeout,
+                          command_timeout=self.command_timeout)
 
 
 @lru_cache(maxsize=1)
@@ -213,6 +247,26 @@ class _Session:
             raise _TryNext(f"lost connection with {self.where} (in reply to {stage})",
                            status="4.4.2", remote_mta=self.host.name) from None
 
+    def _mail_options(self, body: bytes, smtputf8: bool, body_8bit: bool) -> list[bytes] | Outcome:
+        """The MAIL FROM parameters for this server, or why it cannot take the message at all."""
+        smtp = self.smtp
+        if smtputf8 and not smtp.supports_extension("smtputf8"):
+            return self._local_outcome(
+                True, "5.6.7", f"SMTPUTF8 is required, but was not offered by host {self.name}")
+        options: list[bytes] = []
+        if smtp.supports_extension("size"):
+            size_limit = smtp.esmtp_extensions.get("size", "")
+            if size_limit.strip().isdigit() and 0 < int(size_limit) < len(body):
+                return self._local_outcome(
+                    True, "5.3.4", f"message size {len(body)} exceeds size limit "
+                                   f"{int(size_limit)} of server {self.name}")
+            options.append(f"SIZE={len(body)}".encode())
+        if body_8bit and smtp.supports_extension("8bitmime"):
+            options.append(b"BODY=8BITMIME")
+        if smtputf8:
+            options.append(b"SMTPUTF8")
+        return options
+
     async def _transaction(self, sender: str, recipients: list[str], body: bytes,
                            smtputf8: bool, body_8bit: bool) -> dict[str, Outcome]:
         smtp = self.smtp
@@ -222,24 +276,10 @@ class _Session:
             results.update({rcpt: outcome for rcpt in rcpts})
             return results
 
-        if smtputf8 and not smtp.supports_extension("smtputf8"):
+        options = self._mail_options(body, smtputf8, body_8bit)
+        if isinstance(options, Outcome):
             await self._quit()
-            return all_of(self._local_outcome(
-                True, "5.6.7", f"SMTPUTF8 is required, but was not offered by host {self.name}"),
-                recipients)
-        options: list[bytes] = []
-        size_limit = smtp.esmtp_extensions.get("size", "") if smtp.supports_extension("size") else ""
-        if smtp.supports_extension("size"):
-            if size_limit.strip().isdigit() and 0 < int(size_limit) < len(body):
-                await self._quit()
-                return all_of(self._local_outcome(
-                    True, "5.3.4", f"message size {len(body)} exceeds size limit "
-                                   f"{int(size_limit)} of server {self.name}"), recipients)
-            options.append(f"SIZE={len(body)}".encode())
-        if body_8bit and smtp.supports_extension("8bitmime"):
-            options.append(b"BODY=8BITMIME")
-        if smtputf8:
-            options.append(b"SMTPUTF8")
+            return all_of(options, recipients)
 
         stage = "MAIL FROM command"
         try:

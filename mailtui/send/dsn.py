@@ -98,6 +98,19 @@ def build_dsn(item: QueueItem, failed: list[RecipientState], *, reporting_mta: s
     del text["MIME-Version"]
     report.attach(text)
 
+    report.attach(_status_part(item, failed, reporting_mta, now))
+    report.attach(_headers_part(original_headers))
+
+    out = io.BytesIO()
+    BytesGenerator(out, mangle_from_=False, policy=_POLICY).flatten(report)
+    data = out.getvalue()
+    # Bodies set as text keep "\n"; make every line end in CRLF.
+    return normalize_crlf(data)
+
+
+def _status_part(item: QueueItem, failed: list[RecipientState], reporting_mta: str,
+                 now: float) -> MIMEBase:
+    """The ``message/delivery-status`` part: one block for the message, one per failed recipient."""
     status = MIMEBase("message", "delivery-status", policy=_POLICY)
     status["Content-Description"] = "Delivery report"
     del status["MIME-Version"]
@@ -120,8 +133,11 @@ def build_dsn(item: QueueItem, failed: list[RecipientState], *, reporting_mta: s
         fields.append(("Last-Attempt-Date", _date(rcpt.updated or now)))
         blocks.append(_field_block(fields))
     status.set_payload(blocks)
-    report.attach(status)
+    return status
 
+
+def _headers_part(original_headers: bytes) -> MIMEText:
+    """The ``text/rfc822-headers`` part: the headers of the message that failed."""
     headers = original_headers.rstrip(b"\r\n")
     headers_text = headers.decode("utf-8", "replace").replace("\r\n", "\n") + "\n"
     if headers_text.isascii():
@@ -132,10 +148,4 @@ def build_dsn(item: QueueItem, failed: list[RecipientState], *, reporting_mta: s
         original = MIMEText(headers_text, "rfc822-headers", charset, policy=_POLICY)
     original["Content-Description"] = "Undelivered Message Headers"
     del original["MIME-Version"]
-    report.attach(original)
-
-    out = io.BytesIO()
-    BytesGenerator(out, mangle_from_=False, policy=_POLICY).flatten(report)
-    data = out.getvalue()
-    # Bodies set as text keep "\n"; make every line end in CRLF.
-    return normalize_crlf(data)
+    return original

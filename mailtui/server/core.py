@@ -29,7 +29,8 @@ from ..events import EventBus, ListenerFailed, ListenerStarted, Notice, Registry
 from ..receive.intake import Envelope, Intake
 from ..receive.policy import Policy
 from ..receive.smtp import SmtpContext
-from ..send.delivery import DeliveryAgent
+from ..send.attempt import TransferAgent
+from ..send.scheduler import Scheduler
 from ..store.db import Store
 from ..store.maildir import Maildirs
 from ..store.queue import Queue
@@ -143,8 +144,9 @@ class Core:
         self.logins = LoginThrottle()  # one count of failed logins for every protocol
         self.intake = Intake(maildirs=self.maildirs, queue=self.queue, bus=self.bus, store=self.store)
         self.resolver = Resolver(cfg.dns.nameservers, cfg.dns.timeout, bus=self.bus, store=self.store)
-        self.delivery = DeliveryAgent(config=cfg, queue=self.queue, resolver=self.resolver, bus=self.bus,
-                                      submit=self.submit, store=self.store)
+        transfer = TransferAgent(config=cfg, queue=self.queue, resolver=self.resolver, bus=self.bus,
+                                 submit=self.submit, store=self.store)
+        self.delivery = Scheduler(config=cfg, queue=self.queue, bus=self.bus, transfer=transfer)
         self.admin = Admin(registry=self.registry, queue=self.queue, maildirs=self.maildirs,
                            delivery=self.delivery, bus=self.bus, status=self.status)
         self.smtp = SmtpContext(config=cfg, registry=self.registry, policy=self.policy, intake=self.intake,

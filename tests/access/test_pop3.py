@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, replace
 
 import pytest
+from harness import tls_context
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,9 +25,9 @@ from mailtui.access.pop3 import (
     MAX_COMMAND_LINE,
     Pop3Server,
     ProtocolError,
-    _terminator,
     dot_stuff,
     parse_command,
+    terminator,
 )
 from mailtui.admin.registry import Registry
 from mailtui.config import Pop3Config
@@ -116,10 +117,7 @@ def server_tls(cert_files):
 
 @pytest.fixture
 def client_tls():
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
+    return tls_context()
 
 
 @dataclass
@@ -287,9 +285,9 @@ def test_dot_stuffing_across_chunks():
     for cut in range(len(data) + 1):
         first, start = dot_stuff(data[:cut], True)
         second, _ = dot_stuff(data[cut:], start)
-        assert first + second + _terminator(data[-2:]) == stuffed(data)
-    assert _terminator(b"") == b".\r\n"
-    assert _terminator(b"ab") == b"\r\n.\r\n"
+        assert first + second + terminator(data[-2:]) == stuffed(data)
+    assert terminator(b"") == b".\r\n"
+    assert terminator(b"ab") == b"\r\n.\r\n"
 
 
 # -- sessions over sockets ----------------------------------------------------------

@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import smtplib
 import socket
-import ssl
 
 import pytest
 from conftest import start_server
-from harness import PASSWORD
+from harness import PASSWORD, tls_context
 
 from mailtui.events import ClientRefused, MessageAccepted
 
 MSG = b"From: a@example.org\r\nTo: b@localhost\r\nSubject: hi\r\n\r\nHello there.\r\n"
-
-
-def tls_context() -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
 
 
 def smtp(server, **kw) -> smtplib.SMTP:
@@ -396,38 +387,6 @@ def test_second_starttls_refused(server):
         c.ehlo("client.test")
         code, _ = c.docmd("STARTTLS")
         assert code in (554, 503)
-
-
-async def test_fast_session_init_matches_aiosmtpd(tmp_path):
-    """SmtpSession skips aiosmtpd's per-connection reflection; it must set up the same state."""
-    from aiosmtpd.smtp import SMTP
-    from harness import make_config
-
-    from mailtui.receive.smtp import SmtpSession
-    from mailtui.server.core import Core
-
-    core = Core(make_config(tmp_path / "data"))
-    await core.start()
-    try:
-        fast = core.smtp.factory()
-        slow = SmtpSession.__new__(SmtpSession)
-        SMTP.__init__(slow, handler=slow, data_size_limit=fast.data_size_limit, enable_SMTPUTF8=True,
-                      hostname=fast.hostname, ident=fast.__ident__, tls_context=fast.tls_context,
-                      timeout=fast._timeout_duration, auth_require_tls=fast._auth_require_tls)
-        missing = set(vars(slow)) - set(vars(fast))
-        assert not missing, f"aiosmtpd sets attributes the fast init does not: {missing}"
-        for table in ("_auth_methods", "_handle_hooks", "_smtp_methods"):
-            assert getattr(fast, table).keys() == getattr(slow, table).keys(), table
-            for name, method in getattr(fast, table).items():
-                bound = method.method if table == "_auth_methods" else method
-                assert bound.__self__ is fast
-        for name, value in vars(slow).items():
-            if not isinstance(value, (dict, asyncio.StreamReader)) and not callable(value) \
-                    and name not in ("_stream_reader_wr", "_strong_reader", "_closed", "_loop", "loop"):
-                expected = fast if value is slow else value
-                assert getattr(fast, name) == expected, name
-    finally:
-        await core.stop()
 
 
 def test_an_unexpected_error_is_a_451_and_the_session_goes_on(server):

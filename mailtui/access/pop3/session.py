@@ -1,0 +1,339 @@
+"""The POP3 state machine (RFC 1939): one connection's AUTHORIZATION, TRANSACTION and UPDATE.
+
+Commands come in as lines and go out as :class:`Pop3Reply` objects; the
+session never touches a socket, and asks its server for everything else
+through :class:`Services` (logins, maildrop locks and listings, events), so
+it can be driven by a test without one. States are named as in RFC 1939
+section 3; CAPA is RFC 2449, STLS RFC 2595, AUTH PLAIN RFC 4616.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import hashlib
+import logging
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ...events import Event, MailboxRetrieved
+from ...store.maildir import MaildirError, StoredMessage
+from .bodies import one_chunk, read_top, stream_file
+from .parse import ProtocolError, parse_command, parse_sasl_plain
+
+log = logging.getLogger(__name__)
+
+MAX_SASL_LINE = 8192        # a base64 PLAIN response with a 1024-character password fits
+MAX_ERRORS = 10             # protocol errors before we hang up on a client
+MAX_AUTH_FAILURES = 3       # failed logins before we hang up (per session)
+_UID_OK = re.compile(r"[\x21-\x7e]{1,70}")
+
+
+class State(enum.Enum):
+    """Session states, named as in RFC 1939 section 3."""
+
+    AUTHORIZATION = "AUTHORIZATION"
+    TRANSACTION = "TRANSACTION"
+    UPDATE = "UPDATE"
+
+
+def unique_id(message: StoredMessage) -> str:
+    """UIDL id: the Maildir name; hashed if it breaks RFC 1939's 1-70 printable octets."""
+    if _UID_OK.fullmatch(message.name):
+        return message.name
+    return hashlib.sha1(message.name.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+class Services(Protocol):
+    """What a session asks of its server (:class:`~mailtui.access.pop3.server.Pop3Server`)."""
+
+    hostname: str
+
+    @property
+    def stls_available(self) -> bool: ...
+
+    def login_delay(self, ip: str) -> float:
+        """Seconds to wait before checking a password from ``ip`` (the shared login throttle)."""
+
+    async def verify(self, login: str, password: str | bytes) -> str | None:
+        """The mailbox key for a login and password, or None."""
+
+    def lock(self, key: str, session_id: str) -> bool:
+        """Take the maildrop's exclusive lock (RFC 1939 section 8); False if another session has it."""
+
+    def unlock(self, key: str, session_id: str) -> None: ...
+
+    async def list_messages(self, key: str) -> list[StoredMessage]:
+        """The maildrop's messages, oldest first (may raise MaildirError or OSError)."""
+
+    async def remove(self, session_id: str, messages: list[StoredMessage]) -> int:
+        """Delete messages (UPDATE state); returns how many could not be removed."""
+
+    def login_failed(self, session: Pop3Session, login: str) -> int: ...
+
+    def login_succeeded(self, session: Pop3Session) -> None: ...
+
+    def changed(self, session: Pop3Session) -> None: ...
+
+    def publish(self, event: Event) -> None: ...
+
+
+@dataclass(slots=True)
+class Pop3Reply:
+    """What to send for one command; the I/O layer does the writing."""
+
+    status: str                                 # first line, without CRLF
+    lines: list[str] | None = None              # multi-line text answer
+    body: AsyncIterator[bytes] | None = None    # dot-stuffed bytes, terminator included
+    close: bool = False                         # hang up after sending
+    starttls: bool = False                      # begin TLS after sending
+
+
+@dataclass
+class Pop3Session:
+    """The RFC 1939 state machine for one connection; knows nothing about sockets."""
+
+    server: Services
+    id: str
+    peer: str
+    ip: str
+    tls: bool = False
+    state: State = State.AUTHORIZATION
+    login: str = ""                 # last login tried, then the mailbox key
+    key: str | None = None          # mailbox key once authenticated (and locked)
+    messages: list[StoredMessage] = field(default_factory=list)
+    deleted: set[int] = field(default_factory=set)      # 0-based indexes marked by DELE
+    retrieved: set[int] = field(default_factory=set)    # 0-based indexes sent by RETR
+    removed: int = 0
+    errors: int = 0
+    auth_failures: int = 0
+    result: str = ""
+    _user: str | None = None
+    _sasl_pending: bool = False
+
+    # -- entry points --
+
+    def greeting(self) -> Pop3Reply:
+        return Pop3Reply(f"+OK {self.server.hostname} POP3 ready")
+
+    async def handle_line(self, line: bytes) -> Pop3Reply:
+        """Answer one line; client mistakes become ``-ERR`` replies, never exceptions."""
+        if self._sasl_pending:
+            self._sasl_pending = False
+            return await self._sasl_response(line)
+        try:
+            command = parse_command(line)
+            user, self._user = self._user, None  # PASS must directly follow USER
+            handler = self._handlers(command.verb)
+            if command.verb == "PASS":
+                return await self._pass(user, *command.args)
+            return await handler(*command.args)
+        except ProtocolError as exc:
+            return self.error(exc.reply)
+
+    def line_too_long(self) -> Pop3Reply:
+        self._sasl_pending = False
+        return self.error("-ERR line too long")
+
+    def error(self, text: str) -> Pop3Reply:
+        """Count a protocol error; the last one allowed also hangs up."""
+        self.errors += 1
+        if self.errors >= MAX_ERRORS:
+            self.result = "too many errors"
+            return Pop3Reply(text, close=True)
+        return Pop3Reply(text)
+
+    def tls_started(self) -> None:
+        self.tls = True
+        self._user = None
+
+    def release(self) -> None:
+        """Unlock the maildrop; safe to call more than once."""
+        if self.key is not None:
+            self.server.unlock(self.key, self.id)
+
+    # -- dispatch --
+
+    def _handlers(self, verb: str):
+        common = {"CAPA": self._capa, "QUIT": self._quit, "NOOP": self._noop}
+        if self.state is State.AUTHORIZATION:
+            table = common | {"USER": self._user_cmd, "PASS": self._pass, "AUTH": self._auth,
+                              "STLS": self._stls}
+            refusal = "-ERR command not valid before login"
+        else:
+            table = common | {"STAT": self._stat, "LIST": self._list, "UIDL": self._uidl,
+                              "RETR": self._retr, "TOP": self._top, "DELE": self._dele,
+                              "RSET": self._rset}
+            refusal = "-ERR command not valid after login"
+        handler = table.get(verb)
+        if handler is None:
+            raise ProtocolError(refusal)
+        return handler
+
+    # -- any state --
+
+    async def _capa(self) -> Pop3Reply:
+        caps = ["TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"]
+        if self.state is State.AUTHORIZATION:
+            caps += ["USER", "SASL PLAIN"]
+            if self.server.stls_available and not self.tls:
+                caps.append("STLS")
+        caps.append("IMPLEMENTATION mailtui")
+        return Pop3Reply("+OK capability list follows", lines=caps)
+
+    async def _noop(self) -> Pop3Reply:
+        return Pop3Reply("+OK")
+
+    async def _quit(self) -> Pop3Reply:
+        host = self.server.hostname
+        if self.state is State.AUTHORIZATION:
+            self.result = "quit before login"
+            return Pop3Reply(f"+OK {host} POP3 server signing off", close=True)
+        self.state = State.UPDATE
+        self.server.changed(self)
+        failed = await self.server.remove(self.id, [self.messages[i] for i in sorted(self.deleted)])
+        self.removed = len(self.deleted) - failed
+        self.result = f"{len(self.retrieved)} retrieved, {self.removed} deleted"
+        self.server.publish(MailboxRetrieved(session=self.id, mailbox=self.key or "",
+                                              retrieved=len(self.retrieved), deleted=self.removed))
+        if failed:
+            return Pop3Reply("-ERR [SYS/TEMP] some deleted messages not removed", close=True)
+        left = len(self.messages) - len(self.deleted)
+        return Pop3Reply(f"+OK {host} POP3 server signing off ({left} messages left)", close=True)
+
+    # -- AUTHORIZATION --
+
+    async def _stls(self) -> Pop3Reply:
+        if self.tls:
+            raise ProtocolError("-ERR already using TLS")
+        if not self.server.stls_available:
+            raise ProtocolError("-ERR STLS not available")
+        return Pop3Reply("+OK begin TLS negotiation", starttls=True)
+
+    async def _user_cmd(self, name: str) -> Pop3Reply:
+        # Always +OK: whether a mailbox exists is only revealed by a correct password.
+        self._user = name
+        return Pop3Reply("+OK send PASS")
+
+    async def _pass(self, user: str | None, password: str = "") -> Pop3Reply:
+        if user is None:
+            raise ProtocolError("-ERR USER first")
+        return await self._login(user, password)
+
+    async def _auth(self, mechanism: str | None = None, initial: str | None = None) -> Pop3Reply:
+        if mechanism is None:
+            return Pop3Reply("+OK SASL mechanisms follow", lines=["PLAIN"])
+        if mechanism.upper() != "PLAIN":
+            raise ProtocolError("-ERR unsupported authentication mechanism")
+        if initial is None:
+            self._sasl_pending = True
+            return Pop3Reply("+ ")
+        return await self._sasl_plain(initial.encode("utf-8", "surrogateescape"))
+
+    async def _sasl_response(self, line: bytes) -> Pop3Reply:
+        line = line.rstrip(b"\r\n")
+        if len(line) + 2 > MAX_SASL_LINE:
+            return self.error("-ERR line too long")
+        if line == b"*":
+            return self.error("-ERR authentication cancelled")
+        return await self._sasl_plain(line)
+
+    async def _sasl_plain(self, data: bytes) -> Pop3Reply:
+        try:
+            as_user, login, password = parse_sasl_plain(data)
+        except ProtocolError as exc:
+            return self.error(exc.reply)
+        if as_user and as_user.strip().lower() != login.strip().lower():
+            return await self._auth_failed(login)  # no proxy logins
+        return await self._login(login, password)
+
+    async def _login(self, login: str, password: str | bytes) -> Pop3Reply:
+        """Verify, lock the maildrop and snapshot its messages (RFC 1939 section 4)."""
+        login = login.strip().lower()
+        self.login = login
+        await asyncio.sleep(self.server.login_delay(self.ip))
+        key = await self.server.verify(login, password)
+        if key is None:
+            return await self._auth_failed(login)
+        if not self.server.lock(key, self.id):
+            return Pop3Reply("-ERR [IN-USE] maildrop already locked")
+        self.key = key
+        try:
+            messages = await self.server.list_messages(key)
+        except (MaildirError, OSError):
+            log.exception("cannot list maildrop %s", key)
+            self.release()
+            self.key = None
+            return Pop3Reply("-ERR [SYS/TEMP] cannot open maildrop")
+        self.messages = messages
+        self.state = State.TRANSACTION
+        self.login = key
+        self.server.login_succeeded(self)
+        return Pop3Reply(f"+OK {key} has {len(messages)} messages ({sum(m.size for m in messages)} octets)")
+
+    async def _auth_failed(self, login: str) -> Pop3Reply:
+        self.auth_failures += 1
+        self.server.login_failed(self, login)
+        if self.auth_failures >= MAX_AUTH_FAILURES:
+            self.result = "too many failed logins"
+            return Pop3Reply("-ERR [AUTH] invalid login", close=True)
+        return Pop3Reply("-ERR [AUTH] invalid login")
+
+    # -- TRANSACTION --
+
+    def _message(self, number: int) -> StoredMessage:
+        index = number - 1
+        if not 0 <= index < len(self.messages) or index in self.deleted:
+            raise ProtocolError("-ERR no such message")
+        return self.messages[index]
+
+    def _live(self) -> list[tuple[int, StoredMessage]]:
+        return [(i + 1, m) for i, m in enumerate(self.messages) if i not in self.deleted]
+
+    async def _stat(self) -> Pop3Reply:
+        live = self._live()
+        return Pop3Reply(f"+OK {len(live)} {sum(m.size for _, m in live)}")
+
+    async def _list(self, number: int | None = None) -> Pop3Reply:
+        if number is not None:
+            return Pop3Reply(f"+OK {number} {self._message(number).size}")
+        live = self._live()
+        return Pop3Reply(f"+OK {len(live)} messages ({sum(m.size for _, m in live)} octets)",
+                     lines=[f"{n} {m.size}" for n, m in live])
+
+    async def _uidl(self, number: int | None = None) -> Pop3Reply:
+        if number is not None:
+            return Pop3Reply(f"+OK {number} {unique_id(self._message(number))}")
+        return Pop3Reply("+OK unique-id listing follows",
+                     lines=[f"{n} {unique_id(m)}" for n, m in self._live()])
+
+    async def _retr(self, number: int) -> Pop3Reply:
+        message = self._message(number)
+        loop = asyncio.get_running_loop()
+        try:
+            fh = await loop.run_in_executor(None, open, message.path, "rb")
+        except OSError:
+            raise ProtocolError("-ERR [SYS/TEMP] message is no longer available") from None
+        self.retrieved.add(number - 1)
+        return Pop3Reply(f"+OK {message.size} octets", body=stream_file(fh, loop))
+
+    async def _top(self, number: int, lines: int) -> Pop3Reply:
+        message = self._message(number)
+        loop = asyncio.get_running_loop()
+        try:
+            data = await loop.run_in_executor(None, read_top, message.path, lines)
+        except OSError:
+            raise ProtocolError("-ERR [SYS/TEMP] message is no longer available") from None
+        return Pop3Reply("+OK top of message follows", body=one_chunk(data))
+
+    async def _dele(self, number: int) -> Pop3Reply:
+        self._message(number)
+        self.deleted.add(number - 1)
+        return Pop3Reply(f"+OK message {number} deleted")
+
+    async def _rset(self) -> Pop3Reply:
+        self.deleted.clear()
+        return Pop3Reply(f"+OK maildrop has {len(self.messages)} messages "
+                     f"({sum(m.size for m in self.messages)} octets)")

@@ -1,0 +1,164 @@
+"""The POP3 state machine without sockets: a Pop3Session driven line by line against fake services."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from mailtui.access.pop3 import Pop3Reply, Pop3Session, ProtocolError, State
+from mailtui.access.pop3.parse import parse_sasl_plain
+from mailtui.access.pop3.session import MAX_AUTH_FAILURES, MAX_ERRORS
+from mailtui.events import MailboxRetrieved
+from mailtui.store.maildir import StoredMessage
+
+KEY = "alice@localhost"
+MESSAGES = [StoredMessage("1.a", "/nonexistent/1", 10), StoredMessage("2.b", "/nonexistent/2", 20)]
+
+
+class FakeServices:
+    """What a session needs from its server, in memory."""
+
+    hostname = "mail.test"
+    stls_available = True
+
+    def __init__(self):
+        self.locks: dict[str, str] = {}
+        self.removed: list[StoredMessage] = []
+        self.events: list = []
+        self.failures = 0
+
+    def login_delay(self, ip: str) -> float:
+        return 0.0
+
+    async def verify(self, login: str, password) -> str | None:
+        plain = password.decode() if isinstance(password, bytes) else password   # SASL gives bytes
+        return KEY if (login, plain) == (KEY, "secret") else None
+
+    def lock(self, key: str, session_id: str) -> bool:
+        return self.locks.setdefault(key, session_id) == session_id
+
+    def unlock(self, key: str, session_id: str) -> None:
+        if self.locks.get(key) == session_id:
+            del self.locks[key]
+
+    async def list_messages(self, key: str) -> list[StoredMessage]:
+        return list(MESSAGES)
+
+    async def remove(self, session_id: str, messages: list[StoredMessage]) -> int:
+        self.removed += messages
+        return 0
+
+    def login_failed(self, session, login: str) -> int:
+        self.failures += 1
+        return self.failures
+
+    def login_succeeded(self, session) -> None:
+        self.events.append(("login", session.login))
+
+    def changed(self, session) -> None:
+        self.events.append(("state", session.state))
+
+    def publish(self, event) -> None:
+        self.events.append(event)
+
+
+def session(services: FakeServices | None = None, sid: str = "P1") -> Pop3Session:
+    return Pop3Session(services or FakeServices(), sid, "127.0.0.1:5000", "127.0.0.1")
+
+
+async def say(s: Pop3Session, *lines: str) -> list[Pop3Reply]:
+    return [await s.handle_line(line.encode() + b"\r\n") for line in lines]
+
+
+async def test_authorization_then_transaction_then_update():
+    services = FakeServices()
+    s = session(services)
+    assert s.greeting().status == "+OK mail.test POP3 ready"
+    stat, = await say(s, "STAT")
+    assert stat.status == "-ERR command not valid before login" and s.state is State.AUTHORIZATION
+    user, password = await say(s, f"USER {KEY}", "PASS secret")
+    assert user.status == "+OK send PASS"
+    assert password.status == f"+OK {KEY} has 2 messages (30 octets)"
+    assert s.state is State.TRANSACTION and services.locks == {KEY: "P1"}
+    replies = await say(s, "STAT", "LIST", "UIDL 2", "DELE 1", "LIST 1", "USER x", "QUIT")
+    assert [r.status for r in replies] == [
+        "+OK 2 30", "+OK 2 messages (30 octets)", "+OK 2 2.b", "+OK message 1 deleted",
+        "-ERR no such message", "-ERR command not valid after login",
+        "+OK mail.test POP3 server signing off (1 messages left)"]
+    assert replies[1].lines == ["1 10", "2 20"] and replies[-1].close
+    assert services.removed == [MESSAGES[0]]
+    retrieved = [e for e in services.events if isinstance(e, MailboxRetrieved)]
+    assert retrieved == [MailboxRetrieved(session="P1", mailbox=KEY, retrieved=0, deleted=1, at=retrieved[0].at)]
+    s.release()
+    assert services.locks == {}
+
+
+async def test_rset_unmarks_and_nothing_is_removed():
+    services = FakeServices()
+    s = session(services)
+    await say(s, f"USER {KEY}", "PASS secret", "DELE 1", "DELE 2")
+    rset, stat, quit_ = await say(s, "RSET", "STAT", "QUIT")
+    assert rset.status == "+OK maildrop has 2 messages (30 octets)" and stat.status == "+OK 2 30"
+    assert services.removed == [] and quit_.close
+
+
+@pytest.mark.parametrize("lines, last", [
+    (["PASS secret"], "-ERR USER first"),
+    ([f"USER {KEY}", "NOOP", "PASS secret"], "-ERR USER first"),      # PASS must follow USER directly
+    ([f"USER {KEY}", "PASS wrong"], "-ERR [AUTH] invalid login"),
+    (["AUTH CRAM-MD5"], "-ERR unsupported authentication mechanism"),
+    (["STLS", "STLS"], "+OK begin TLS negotiation"),                    # the I/O layer starts TLS
+])
+async def test_authorization_refusals(lines, last):
+    s = session()
+    replies = await say(s, *lines)
+    assert replies[-1].status == last and s.state is State.AUTHORIZATION
+
+
+async def test_a_locked_maildrop_is_in_use():
+    services = FakeServices()
+    first, second = session(services, "P1"), session(services, "P2")
+    await say(first, f"USER {KEY}", "PASS secret")
+    _, refused = await say(second, f"USER {KEY}", "PASS secret")
+    assert refused.status == "-ERR [IN-USE] maildrop already locked" and second.state is State.AUTHORIZATION
+    second.release()
+    assert services.locks == {KEY: "P1"}
+
+
+async def test_sasl_plain_initial_response_and_continuation():
+    token = base64.b64encode(f"\0{KEY}\0secret".encode()).decode()
+    s = session()
+    assert (await say(s, f"AUTH PLAIN {token}"))[0].status.startswith(f"+OK {KEY} has 2")
+    s = session()
+    go_on, done = await say(s, "AUTH PLAIN", token)
+    assert go_on.status == "+ " and done.status.startswith("+OK") and s.state is State.TRANSACTION
+    s = session()
+    _, cancelled = await say(s, "AUTH PLAIN", "*")
+    assert cancelled.status == "-ERR authentication cancelled"
+
+
+async def test_errors_and_failed_logins_end_the_session():
+    s = session()
+    replies = await say(s, *["FOO"] * MAX_ERRORS)
+    assert [r.close for r in replies] == [False] * (MAX_ERRORS - 1) + [True] and s.result == "too many errors"
+    s = session()
+    replies = await say(s, *[f"USER {KEY}", "PASS wrong"] * MAX_AUTH_FAILURES)
+    assert replies[-1].close and s.result == "too many failed logins"
+
+
+@pytest.mark.parametrize("data, parts", [
+    (base64.b64encode(b"\0alice\0pw"), ("", "alice", b"pw")),
+    (base64.b64encode(b"admin\0alice\0p w\xff"), ("admin", "alice", b"p w\xff")),
+    (b"=", None),                                             # empty: not three parts
+    (b"not base64!", None),
+    (base64.b64encode(b"alice\0pw"), None),
+    (base64.b64encode(b"\0\xff\0pw"), None),                  # authcid not UTF-8
+])
+def test_parse_sasl_plain(data, parts):
+    if parts is None:
+        with pytest.raises(ProtocolError) as caught:
+            parse_sasl_plain(data)
+        assert caught.value.reply == "-ERR malformed authentication data"
+    else:
+        assert parse_sasl_plain(data) == parts
