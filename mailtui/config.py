@@ -144,6 +144,11 @@ class LogsConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    listen: tuple[Endpoint, ...] = ()     # Prometheus /metrics; off unless set
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
@@ -153,6 +158,7 @@ class Config:
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     logs: LogsConfig = field(default_factory=LogsConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     source: str = "embedded defaults"
 
     @property
@@ -166,6 +172,7 @@ class Config:
 _SECTION_CLASSES = {
     "server": ServerConfig, "smtp": SmtpConfig, "pop3": Pop3Config, "tls": TlsConfig,
     "dns": DnsConfig, "delivery": DeliveryConfig, "policy": PolicyConfig, "logs": LogsConfig,
+    "metrics": MetricsConfig,
 }
 
 
@@ -227,7 +234,7 @@ def _convert(section: str, name: str, value: Any) -> Any:
         return text
     if name in ("listen", "nameservers"):
         items = _string_list(value, key)
-        if name == "listen" and not items:
+        if name == "listen" and not items and section != "metrics":
             raise ConfigError(f"{key}: at least one address is needed")
         return tuple(parse_endpoint(v, key, 53 if name == "nameservers" else None) for v in items)
     if name == "retry_intervals":

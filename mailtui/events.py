@@ -108,6 +108,7 @@ class MessageAccepted(Event):
     recipients: tuple[str, ...]
     size: int
     peer: str = ""
+    store_seconds: float = 0.0   # end of DATA to the 250: the time it took to make it durable
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -163,6 +164,7 @@ class DeliveredRemote(Event):
     remote_mta: str
     reply: str
     tls: bool = False
+    queued_for: float = 0.0      # seconds from arrival to this delivery
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
