@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from test_cli import mailtui, write_config
+from harness import mailtui, write_config
 
 
 def test_errors_stay_one_line_on_a_narrow_pipe(tmp_path):
