@@ -121,6 +121,7 @@ class DnsWorld:
         args += [f"--mx-host={domain},{host},{pref}" for domain, host, pref in self.mx]
         args += [f"--mx-host={domain},.,0" for domain in self.null_mx]
         args += [f"--host-record={name},{address}" for name, address in self.hosts]
+        args += [f"--txt-record={name},{value}" for name, value in self._plain_txt()]
         args += [f"--ptr-record={name},{target}" for name, target in self.ptr]
         args += [f"--cname={alias},{target}" for alias, target in self.cname]
         args += [f"--srv-host={name},{target},{port},{prio},{weight}"
@@ -129,11 +130,20 @@ class DnsWorld:
             args += [f"--server=/{zone}/127.0.0.1#{self._silent_port}" for zone in self.silent]
         return args
 
+    def _plain_txt(self) -> list[tuple[str, str]]:
+        """TXT records of one string with no quote, comma or backslash: these go on the command line,
+        which (unlike dnsmasq's config file) takes lines of any length."""
+        return [(name, value) for name, value in self.txt
+                if isinstance(value, str) and not any(c in value for c in ',"\\')]
+
     def _conf_file(self) -> str:
-        """TXT records go in a config file: only there does dnsmasq read quoted strings."""
+        """Other TXT records go in a config file: only there does dnsmasq read quoted strings."""
         if getattr(self, "_conf", None) is None:
             lines = []
+            plain = self._plain_txt()
             for name, value in self.txt:
+                if (name, value) in plain:
+                    continue
                 parts = (value,) if isinstance(value, str) else value
                 lines.append(f"txt-record={name}," + ",".join(_quoted(p) for p in parts))
             self._conf = tempfile.NamedTemporaryFile("w", prefix="dnsworld-", suffix=".conf")
