@@ -90,11 +90,20 @@ class DomainReport:
 
 
 def txt_strings(text: str) -> str:
-    """``text`` as quoted character-strings of at most 255 bytes each, on one line (RFC 1035 3.3.14)."""
-    data = text.encode("utf-8")
-    chunks = [data[i:i + 255] for i in range(0, len(data), 255)] or [b""]
-    return " ".join('"' + c.decode("utf-8", "replace").replace("\\", "\\\\").replace('"', '\\"') + '"'
-                    for c in chunks)
+    """``text`` as quoted character-strings of at most 255 bytes each, on one line (RFC 1035 3.3.14).
+
+    Cut between characters, never inside one; quotes and backslashes escaped.
+    """
+    chunks, chunk, size = [], [], 0
+    for char in text:
+        width = len(char.encode("utf-8"))
+        if size + width > 255:
+            chunks.append("".join(chunk))
+            chunk, size = [], 0
+        chunk.append(char)
+        size += width
+    chunks.append("".join(chunk))
+    return " ".join('"' + c.replace("\\", "\\\\").replace('"', '\\"') + '"' for c in chunks)
 
 
 def sts_policy(hostname: str) -> tuple[str, str]:
