@@ -79,6 +79,10 @@ RNG = random.Random(1)
     ("v=DMARC1; p=quarantine; pct=0", "example.com", "example.com", SpfResult("none"), [], "fail", "none"),
     ("v=DMARC1; p=reject; pct=100; rua=mailto:x@example.com; bogus=1", "example.com", "example.com",
      SpfResult("none"), [], "fail", "reject"),                                  # unknown tags are ignored
+    ("v=DMARC1; p=reject", "example.com", "example.com", SpfResult("temperror", domain="example.com"), [],
+     "temperror", "none"),                                                      # not a forgery: unknown
+    ("v=DMARC1; p=reject", "example.com", "example.com", SpfResult("temperror", domain="example.com"),
+     ["example.com"], "pass", "none"),                                          # ... unless DKIM passes
     ("v=DMARC1; p=bogus", "example.com", "example.com", P, [], "permerror", "none"),
     ("v=DMARC1", "example.com", "example.com", P, [], "permerror", "none"),
 ])

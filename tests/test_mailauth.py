@@ -191,6 +191,17 @@ async def test_spf_results(resolver, mail_from, ip, result):
     assert res.identity == "mailfrom" and res.sender == mail_from
 
 
+async def test_spf_asks_every_question_through_mailtuis_resolver(world):
+    # Guards the one place pyspf is hooked (spfcheck._lookup): if pyspf stopped asking
+    # through spf.DNSLookup, these lookups would not show in the DNS log.
+    bus, seen = EventBus(), []
+    bus.add_listener(lambda e: seen.append(e) if isinstance(e, DnsLookup) else None)
+    res = await check_spf(GOOD_IP, "h.test", "a@mxspf.test", Resolver((world.endpoint,), 1.0, bus))
+    assert res.result == "pass"
+    assert [(e.name, e.rtype, e.purpose) for e in seen] == [
+        ("mxspf.test", "TXT", "SPF"), ("mxspf.test", "MX", "SPF"), ("mx.mxspf.test", "A", "SPF")]
+
+
 async def test_spf_limits_are_named(resolver):
     many = await check_spf(GOOD_IP, "h.test", "a@many.test", resolver)
     assert "too many dns lookups" in many.reason.lower()

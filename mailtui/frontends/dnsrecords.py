@@ -95,8 +95,7 @@ def check_lines(check: Check) -> list[str]:
     if record.value == "?":
         return [f"; {record.name} {record.rtype}: {status_text(check)}"]
     lines = [f"{record.zone_line()}\t; {status_text(check)}" + (f" - {record.note}" if record.note else "")]
-    lines += [f";   the DNS has: {Record(record.name, record.rtype, found).zone_line().split(chr(9), 4)[-1]}"
-              for found in check.found]
+    lines += [f";   the DNS has: {Record(record.name, record.rtype, found).rdata()}" for found in check.found]
     return lines
 
 

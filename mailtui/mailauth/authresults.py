@@ -12,6 +12,7 @@ import re
 from typing import Iterable
 
 from ..wire import printable
+from .fields import split_fields
 
 NAME = b"authentication-results"
 _LOCAL_AT_DOMAIN = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]*@[A-Za-z0-9.-]+$")
@@ -80,28 +81,6 @@ def strip_ours(message: bytes, authserv: str) -> bytes:
     if len(kept) == len(fields):
         return message
     return b"".join(kept) + message[head_end:]
-
-
-def split_fields(head: bytes) -> list[bytes]:
-    """The header section cut into fields, each with its continuation lines and line endings."""
-    fields: list[bytes] = []
-    for line in head.splitlines(keepends=True):
-        if fields and line[:1] in (b" ", b"\t"):
-            fields[-1] += line
-        else:
-            fields.append(line)
-    return fields
-
-
-def field_values(head: bytes, name: bytes) -> list[bytes]:
-    """The values of the fields called ``name`` (any case) in a header section."""
-    wanted = name.lower()
-    values = []
-    for field in split_fields(head):
-        field_name, colon, value = field.partition(b":")
-        if colon and field_name.strip().lower() == wanted:
-            values.append(value)
-    return values
 
 
 def _claims(field: bytes, ours: str) -> bool:

@@ -29,6 +29,7 @@ from dkim.canonicalization import CanonicalizationPolicy
 
 from ..wire import header_section
 from .dkimkeys import DkimKey, DkimKeys
+from .fields import field_values
 
 # RFC 6376 5.4.1's recommended set, plus RFC 8058's List-Unsubscribe-Post.
 SIGNED_HEADERS = frozenset(name.encode() for name in (
@@ -107,13 +108,11 @@ def signing_domain(mail_from: str, message: bytes, is_local: Callable[[str], boo
 
     None when neither is a local domain: mailtui signs only for its own domains.
     """
-    header = dkim.rfc822_parse(header_section(message) + b"\r\n")[0]
-    for name, value in header:
-        if name.lower().strip() == b"from":
-            for _, address in getaddresses([value.decode("utf-8", "replace")]):
-                domain = address.rpartition("@")[2].strip().lower()
-                if domain and is_local(domain):
-                    return domain
+    values = [v.decode("utf-8", "replace") for v in field_values(header_section(message) + b"\r\n", b"from")]
+    for _, address in getaddresses(values):
+        domain = address.rpartition("@")[2].strip().lower()
+        if domain and is_local(domain):
+            return domain
     domain = mail_from.rpartition("@")[2].strip().lower()
     return domain if domain and is_local(domain) else None
 

@@ -111,6 +111,11 @@ def evaluate(record: str, record_domain: str, from_domain: str, spf: SpfResult |
     if outcome.result is dmarclib.DMARCResult.PASS:
         aligned = "DKIM" if outcome.dkim is dmarclib.DMARCResult.PASS else "SPF"
         return DmarcResult("pass", from_domain, "none", published, record_domain, f"aligned {aligned}")
+    unsure = [name for name, result in [("SPF", spf.result if spf else "")] + [("DKIM", d.result) for d in dkim]
+              if result == "temperror"]
+    if unsure:          # a DNS hiccup must not look like a forgery (RFC 7489 6.6.2)
+        return DmarcResult("temperror", from_domain, "none", published, record_domain,
+                           f"{' and '.join(dict.fromkeys(unsure))} could not be checked now")
     applied = published if rng.random() * 100 < policy.pct else downgrade(published)
     reason = "no aligned SPF or DKIM pass" + ("" if applied == published else f", pct={policy.pct} sampled out")
     return DmarcResult("fail", from_domain, applied, published, record_domain, reason)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ssl
 from dataclasses import dataclass, field
 
 import dmarc as dmarclib
@@ -50,13 +51,16 @@ class Record:
     rtype: str                     # MX, TXT, SRV, A, AAAA, PTR
     value: str                     # MX "10 host", SRV "0 1 587 host", TXT the text unquoted, A the address
     note: str = ""                 # what it is for, printed as a comment
+    kind: str = ""                 # which check applies: spf, dkim, dmarc, mta-sts (TXT records)
+
+    def rdata(self) -> str:
+        """The value as a zone file writes it (a TXT value as quoted strings of at most 255 bytes)."""
+        if self.rtype == "TXT":
+            return txt_strings(self.value)
+        return self.value + "." if self.rtype in ("MX", "SRV", "PTR", "CNAME") else self.value
 
     def zone_line(self) -> str:
-        """The record as one zone-file line (a TXT value as quoted strings of at most 255 bytes)."""
-        value = txt_strings(self.value) if self.rtype == "TXT" else self.value
-        if self.rtype in ("MX", "SRV", "PTR", "CNAME"):
-            value += "."
-        return f"{self.name}.\t{TTL}\tIN\t{self.rtype}\t{value}"
+        return f"{self.name}.\t{TTL}\tIN\t{self.rtype}\t{self.rdata()}"
 
 
 @dataclass(frozen=True)
@@ -116,18 +120,19 @@ def expected(config: Config, domain: str, keys: list[DkimKey], active: str) -> l
     """Every record ``domain`` should publish, in the order they are printed."""
     host = config.server.hostname
     records = [Record(domain, "MX", f"10 {host}", "mail for the domain goes to this server"),
-               Record(domain, "TXT", SPF_RECORD, "SPF: the domain's MX hosts may send its mail")]
+               Record(domain, "TXT", SPF_RECORD, "SPF: the domain's MX hosts may send its mail", "spf")]
     for key in keys:
         note = "DKIM key that signs now" if key.selector == active else \
             "DKIM key rotated out: keep it until mail signed with it has arrived"
-        records.append(Record(key.record_name, "TXT", key.record, note))
-    records.append(Record(f"_dmarc.{domain}", "TXT", DMARC_RECORD, "DMARC: receivers quarantine mail that fails"))
+        records.append(Record(key.record_name, "TXT", key.record, note, "dkim"))
+    records.append(Record(f"_dmarc.{domain}", "TXT", DMARC_RECORD, "DMARC: receivers quarantine mail that fails",
+                          "dmarc"))
     for service, port, key_name in SERVICES:
         port, source = _port(config, port, key_name)
         records.append(Record(f"{service}.{domain}", "SRV", f"0 1 {port} {host}", f"RFC 6186/8314, {source}"))
     _, sts_id = sts_policy(host)
     records.append(Record(f"_mta-sts.{domain}", "TXT", f"v=STSv1; id={sts_id}",
-                          "MTA-STS: senders must use TLS to this server"))
+                          "MTA-STS: senders must use TLS to this server", "mta-sts"))
     return records
 
 
@@ -216,21 +221,24 @@ async def _check_srv(record: Record, resolver: Resolver) -> Check:
     return Check(record, "different", found) if found else Check(record, "missing")
 
 
+_VERSION_TAG = {"spf": "v=spf1", "dkim": "v=dkim1", "dmarc": "v=dmarc1", "mta-sts": "v=stsv1"}
+
+
 async def _check_txt(record: Record, resolver: Resolver, addresses: list[str]) -> Check:
     texts = [t.decode("utf-8", "replace") for t in await resolver.txt(record.name, purpose=PURPOSE)]
-    kind = record.value.split(";")[0].split()[0]          # v=spf1, v=DKIM1, v=DMARC1, v=STSv1
-    mine = [t for t in texts if t.replace(" ", "").lower().startswith(kind.lower())]
+    tag = _VERSION_TAG[record.kind]
+    mine = [t for t in texts if t.replace(" ", "").lower().startswith(tag)]
     if not mine:
         return Check(record, "missing", tuple(texts))
-    if kind == "v=spf1":
+    if record.kind == "spf":
         return await _judge_spf(record, mine, addresses, resolver)
-    if kind == "v=DKIM1":
+    if record.kind == "dkim":
         key = _tag(record.value, "p")
         ok = any(_tag(t, "p") == key for t in mine)
         return Check(record, "present") if ok else Check(record, "different", tuple(mine), "another key")
     if len(mine) > 1:
         return Check(record, "different", tuple(mine), "several records: receivers use none of them")
-    if kind == "v=DMARC1":
+    if record.kind == "dmarc":
         return _judge_dmarc(record, mine[0])
     valid = parse_txt([mine[0].encode()]) is not None
     return Check(record, "present", note=mine[0]) if valid else \
@@ -269,8 +277,8 @@ def _tag(text: str, name: str) -> str:
     return ""
 
 
-async def check_policy_file(domain: str, hostname: str, resolver: Resolver, context, port: int,
-                            timeout: float) -> Check:
+async def check_policy_file(domain: str, hostname: str, resolver: Resolver, context: ssl.SSLContext,
+                            port: int, timeout: float) -> Check:
     """Whether ``https://mta-sts.<domain>/.well-known/mta-sts.txt`` serves a policy that allows us."""
     host = f"mta-sts.{domain}"
     record = Record(host, "A", "?", "serve the policy file here over HTTPS (mailtui does not serve HTTPS)")

@@ -10,8 +10,9 @@ has a deadline too: a DNS that stalls gives ``temperror`` when it passes,
 never a stalled session.
 
 pyspf asks DNS through its module-level ``spf.DNSLookup`` (its test suite
-replaces it the same way); :func:`_install` routes it here for the threads
-this module runs and leaves every other caller on pyspf's own lookup.
+replaces it the same way); :func:`_lookup` takes its place, answering for
+the threads this module runs and leaving every other caller on pyspf's own
+lookup. A test (tests/test_mailauth.py) fails if pyspf stops asking there.
 """
 
 from __future__ import annotations
@@ -71,21 +72,15 @@ class _Bridge:
 
 
 def _lookup(name, qtype, strict=True, timeout=None):
+    """pyspf's DNS hook: this module's threads ask the loop's resolver, anyone else pyspf's own lookup."""
     bridge: _Bridge | None = getattr(_local, "bridge", None)
     if bridge is None:
         return _pyspf_lookup(name, qtype, strict, timeout)
     return bridge.lookup(str(name).rstrip("."), qtype)
 
 
-def _install() -> None:
-    global _pyspf_lookup
-    if spf.DNSLookup is not _lookup:
-        _pyspf_lookup = spf.DNSLookup
-        spf.DNSLookup = _lookup
-
-
 _pyspf_lookup = spf.DNSLookup
-_install()
+spf.DNSLookup = _lookup
 
 
 def identity_of(mail_from: str, helo: str) -> tuple[str, str, str]:

@@ -28,6 +28,7 @@ from ..replies import SmtpReply
 from ..wire import header_section, printable
 from . import authresults
 from .authresults import comment, quote_value
+from .fields import field_values
 from .dkimverify import DkimResult, verify_dkim
 from .dmarccheck import DmarcResult, check_dmarc
 from .spfcheck import SpfResult, check_spf
@@ -95,7 +96,7 @@ def _why(reason: str, result: str) -> str:
 def from_domains(message: bytes) -> list[str]:
     """The domains of the addresses in the From field(s), in order, without repeats."""
     values = [value.decode("utf-8", "replace")
-              for value in authresults.field_values(header_section(message) + b"\r\n", b"from")]
+              for value in field_values(header_section(message) + b"\r\n", b"from")]
     domains = [address.rpartition("@")[2].strip().lower().rstrip(".")
                for _, address in getaddresses(values) if "@" in address]
     return list(dict.fromkeys(d for d in domains if d))[:MAX_FROM_DOMAINS]
