@@ -29,7 +29,7 @@ from ..addresses import AddressError, literal_ip
 from ..dns.resolver import DnsError, PermanentDnsError, Resolver
 from ..wire import printable
 
-WORKERS = 4
+WORKERS = 8                     # evaluations at once; each mostly waits on the DNS
 _pool = concurrent.futures.ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="mailtui-spf")
 _local = threading.local()
 
