@@ -114,6 +114,29 @@ async def test_rotation_makes_a_new_selector_that_signs_and_verifies(tmp_path, w
         assert key.record.startswith("v=DKIM1; k=rsa; p=MIIBIjAN")   # 2048-bit SubjectPublicKeyInfo
 
 
+async def test_concurrent_first_signatures_share_one_key_made_off_the_loop(tmp_path):
+    signer = DkimSigner(DkimKeys(tmp_path))
+    raws = [message(sender="a@fresh.test", subject=f"n{i}") for i in range(8)]
+    headers = await asyncio.gather(*(signer.sign_async(raw, "fresh.test") for raw in raws))
+    [key] = DkimKeys(tmp_path).keys("fresh.test")
+    for header, raw in zip(headers, raws):
+        assert dkim.verify(header + raw, dnsfunc=lambda name, timeout=5: key.record.encode())
+
+
+@pytest.mark.parametrize("mail_from, head, domain", [
+    ("bounce@example.test", b"From: Alice <alice@Example.Test>\r\n", "example.test"),
+    ("a@example.test", b"From: someone@elsewhere.test\r\n", "example.test"),       # the sender's, then
+    ("a@elsewhere.test", b"From: a@elsewhere.test, b@example.test\r\n", "example.test"),
+    ("a@elsewhere.test", b"From: a@elsewhere.test\r\n", None),                      # not ours to sign
+    ("", b"From: =?utf-8?q?broken\r\nX: \xff\r\n", None),
+    ("", b"no header at all", None),
+])
+def test_the_signing_domain(mail_from, head, domain):
+    from mailtui.mailauth.dkimsign import signing_domain
+
+    assert signing_domain(mail_from, head + b"\r\nbody\r\n", lambda d: d == "example.test") == domain
+
+
 def test_keys_are_private_and_made_once(tmp_path):
     import stat
 

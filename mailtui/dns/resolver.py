@@ -121,10 +121,6 @@ class Answer:
     values: tuple = ()
     expires: float = 0.0
 
-    @property
-    def exists(self) -> bool:
-        return self.rcode != "NXDOMAIN"
-
 
 class Resolver:
     def __init__(self, nameservers: tuple[Endpoint, ...] = (), timeout: float = 5.0,

@@ -15,7 +15,6 @@ mail signed with them has been delivered.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import os
 import threading
@@ -88,10 +87,6 @@ class DkimKeys:
             if selector is None:
                 return self._make_first(domain)
             return self._load(domain, selector)
-
-    async def active_async(self, domain: str) -> DkimKey:
-        """:meth:`active` off the event loop (reading a key, or making one, takes a while)."""
-        return await asyncio.get_running_loop().run_in_executor(None, self.active, domain)
 
     def keys(self, domain: str) -> list[DkimKey]:
         """Every key of ``domain``, by selector: the active one and those rotated out."""
