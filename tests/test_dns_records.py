@@ -68,7 +68,7 @@ def world(data_dir):
 def config_file(world, data_dir, tmp_path_factory):
     path = tmp_path_factory.mktemp("cfg") / "mailtui.toml"
     path.write_text(f'[server]\nhostname = "{HOST}"\ndata_dir = "{data_dir}"\n'
-                    f'local_domains = ["localhost", "example.test", "other.test"]\n'
+                    f'local_domains = ["localhost", "example.test", "other.test", "third.test"]\n'
                     f'[smtp]\nlisten = ["127.0.0.1:0"]\n[pop3]\nlisten = ["127.0.0.1:0"]\n'
                     f'[dns]\nnameservers = ["{world.endpoint}"]\ntimeout = 1.0\n'
                     f'[mta_sts]\nfetch_timeout = 1.0\n')
@@ -129,11 +129,13 @@ def test_mailtui_dns_checks_every_record(config_file, data_dir):
     assert all(line == "" or line.startswith(";") or line.count("\t") >= 4 for line in lines)
 
 
-def test_mailtui_dns_json_and_the_other_domain(config_file):
-    res = mailtui(config_file, "dns", "--json")
+def test_mailtui_dns_json_and_the_other_domain(config_file, data_dir):
+    assert not (data_dir / "dkim" / "other.test").exists()
+    res = mailtui(config_file, "dns", "--json")                # no server has run: the command makes the keys
     assert res.returncode == 0, res.stderr
     reports = {r["domain"]: r for r in json.loads(res.stdout)}
-    assert set(reports) == {"example.test", "other.test"}                 # localhost has no records
+    assert set(reports) == {"example.test", "other.test", "third.test"}     # localhost has no records
+    assert (data_dir / "dkim" / "other.test" / "mailtui.pem").exists()
     other = {(r["name"], r["type"]): r for r in reports["other.test"]["records"]}
     assert other[("other.test", "MX")]["status"] == "different"
     assert other[("other.test", "MX")]["found"] == ["10 mx.elsewhere.test"]
@@ -153,23 +155,28 @@ def test_errors_are_one_line(config_file):
 
 def test_with_the_server_running_keys_are_shared_and_rotation_shows(config_file, data_dir):
     config = load(config_file)
+    (data_dir / "dkim" / "third.test").mkdir(parents=True, exist_ok=True)
+    for path in (data_dir / "dkim" / "third.test").iterdir():
+        path.unlink()                                              # third.test has no key yet
     server = RunningServer(config).start()
     try:
-        first = mailtui(config_file, "dns", "other.test")          # makes other.test's key while it runs
+        first = mailtui(config_file, "dns", "third.test")          # makes third.test's key while it runs
         assert first.returncode == 0, first.stderr
-        key = DkimKeys(data_dir).active("other.test")
+        key = DkimKeys(data_dir).active("third.test")
         assert txt_strings(key.record) in first.stdout
-        rotated = mailtui(config_file, "dkim", "rotate", "other.test")
+        again = mailtui(config_file, "dns", "third.test")
+        assert txt_strings(key.record) in again.stdout             # the same key, not a new one
+        rotated = mailtui(config_file, "dkim", "rotate", "third.test")
         assert rotated.returncode == 0, rotated.stderr
-        new = DkimKeys(data_dir).active("other.test")
+        new = DkimKeys(data_dir).active("third.test")
         assert new.selector.startswith("mailtui-") and new.selector in rotated.stdout
         [line] = [line for line in rotated.stdout.splitlines() if not line.startswith(";")]
         assert line == f"{new.record_name}.\t3600\tIN\tTXT\t{txt_strings(new.record)}"
-        after = mailtui(config_file, "dns", "other.test")
+        after = mailtui(config_file, "dns", "third.test")
         assert "DKIM key that signs now" in next(line for line in after.stdout.splitlines()
                                                  if line.startswith(f"{new.selector}._domainkey"))
         assert "rotated out" in next(line for line in after.stdout.splitlines()
-                                     if line.startswith("mailtui._domainkey.other.test"))
+                                     if line.startswith("mailtui._domainkey.third.test"))
     finally:
         server.stop()
 
