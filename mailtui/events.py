@@ -147,6 +147,7 @@ class DnsLookup(Event):
     rcode: str
     duration: float
     cached: bool = False
+    purpose: str = ""              # why it was asked: MX, SPF, DKIM, DMARC, MTA-STS, CHECK
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
