@@ -84,7 +84,7 @@ def find_signatures(message: bytes) -> list[_Signature]:
         return []
     try:
         headers, _ = dkim.rfc822_parse(head + b"\r\n")
-    except dkim.MessageFormatError as exc:
+    except Exception as exc:  # MessageFormatError, or IndexError on a leading continuation line
         return [_Signature(0, error=f"malformed header section ({_text(exc)})")]
     values = [value for name, value in headers if name.strip().lower() == b"dkim-signature"]
     return [_parse(index, value) for index, value in enumerate(values[:MAX_SIGNATURES])]
@@ -145,7 +145,7 @@ def check_signatures(message: bytes, signatures: list[_Signature],
 def _verifier(message: bytes) -> dkim.DKIM | str:
     try:
         return dkim.DKIM(message, logger=_quiet, minkey=MIN_KEY_BITS)
-    except dkim.DKIMException as exc:
+    except Exception as exc:  # dkimpy on input it never expected: a verdict, not a crash
         return f"malformed message ({_text(exc)})"
 
 
