@@ -189,7 +189,7 @@ async def test_the_whole_check_has_a_deadline(keys, world):
         dead = Resolver((Endpoint("127.0.0.1", silent.getsockname()[1]),), 30.0)
         started = time.monotonic()
         v = await verdict_for(dead, BAD_IP, "a@reject.test", signed(keys, "reject.test", sender="a@reject.test"))
-    assert time.monotonic() - started < 6
+    assert time.monotonic() - started < 3 + 1          # the policy's 3 s, not more
     assert (v.spf.result, v.dmarc.result, v.action) == ("temperror", "temperror", "accept")
     assert "dkim=temperror" in ar_of(v)
 

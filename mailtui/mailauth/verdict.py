@@ -105,27 +105,29 @@ def from_domains(message: bytes) -> list[str]:
 async def check_message(ip: str, helo: str, mail_from: str, message: bytes, resolver: Resolver,
                         policy: AuthPolicy = AuthPolicy(), *, receiver: str = "",
                         rng: random.Random | None = None) -> Verdict:
-    """SPF, DKIM and DMARC for a message from ``ip``; never raises for what the peer sent."""
-    try:
-        return await asyncio.wait_for(_check(ip, helo, mail_from, message, resolver, policy, receiver, rng),
-                                      policy.timeout + 2)
-    except asyncio.TimeoutError:
-        why = "authentication checks timed out"
-        return Verdict(SpfResult("temperror", sender=mail_from, reason=why), (DkimResult("temperror", reason=why),),
-                       DmarcResult("temperror", reason=why))
+    """SPF, DKIM and DMARC for a message from ``ip``, within ``policy.timeout``; never raises for what the peer sent.
 
-
-async def _check(ip: str, helo: str, mail_from: str, message: bytes, resolver: Resolver, policy: AuthPolicy,
-                 receiver: str, rng: random.Random | None) -> Verdict:
-    spf, dkim = await asyncio.gather(
-        check_spf(ip, helo, mail_from, resolver, timeout=policy.timeout, receiver=receiver),
-        verify_dkim(message, resolver, timeout=policy.timeout))
+    One deadline for the whole: SPF and DKIM run side by side, DMARC gets
+    what is left. A part still waiting when the deadline passes is
+    ``temperror``; the parts that finished keep their results.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + policy.timeout
+    spf_task = asyncio.ensure_future(
+        check_spf(ip, helo, mail_from, resolver, timeout=policy.timeout, receiver=receiver))
+    dkim_task = asyncio.ensure_future(verify_dkim(message, resolver, timeout=policy.timeout))
+    await asyncio.wait((spf_task, dkim_task), timeout=policy.timeout)
+    spf = _result_of(spf_task, SpfResult("temperror", sender=mail_from, reason=TIMED_OUT))
+    dkim = _result_of(dkim_task, [DkimResult("temperror", reason=TIMED_OUT)])
     domains = from_domains(message)
     if not domains:
         dmarc = DmarcResult("none", reason="no From domain")
     else:
         # Several From domains (RFC 7489 6.6.1): each is checked, the strictest outcome decides.
-        results = await asyncio.gather(*(check_dmarc(d, spf, dkim, resolver, rng=rng) for d in domains))
+        checks = asyncio.ensure_future(asyncio.gather(*(check_dmarc(d, spf, dkim, resolver, rng=rng)
+                                                        for d in domains)))
+        await asyncio.wait((checks,), timeout=max(0.0, deadline - loop.time()))
+        results = _result_of(checks, [DmarcResult("temperror", domain=domains[0], reason=TIMED_OUT)])
         dmarc = max(results, key=lambda r: (_ACTION_RANK[policy.action_for(r)], _RESULT_RANK[r.result]))
     action = policy.action_for(dmarc)
     reply = None
@@ -133,3 +135,14 @@ async def _check(ip: str, helo: str, mail_from: str, message: bytes, resolver: R
         reply = SmtpReply(550, "5.7.1", printable(
             f"Message rejected: the DMARC policy of {dmarc.domain} says reject ({dmarc.reason})")[:400])
     return Verdict(spf, tuple(dkim), dmarc, action, reply)
+
+
+TIMED_OUT = "authentication checks timed out"
+
+
+def _result_of(task: asyncio.Future, late):
+    """The task's result, or ``late`` when it has not finished (it is cancelled)."""
+    if task.done():
+        return task.result()
+    task.cancel()
+    return late
