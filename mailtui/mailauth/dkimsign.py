@@ -117,11 +117,30 @@ def signing_domain(mail_from: str, message: bytes, is_local: Callable[[str], boo
     return domain if domain and is_local(domain) else None
 
 
-class DkimSigner:
-    """Signs with each domain's active key (made on first use)."""
+def signable(domain: str) -> bool:
+    """Whether a local domain can have a published key: every one but ``localhost``."""
+    return domain.lower().rstrip(".") != "localhost"
 
-    def __init__(self, keys: DkimKeys):
+
+class DkimSigner:
+    """Signs with each domain's active key (made on first use).
+
+    ``is_local`` says which domains are ours: :meth:`signature` signs only
+    for them (never ``localhost``, which no one can publish a key for).
+    """
+
+    def __init__(self, keys: DkimKeys, is_local: Callable[[str], bool] = lambda domain: False):
         self.keys = keys
+        self.is_local = lambda domain: signable(domain) and is_local(domain)
+
+    async def signature(self, sender: str, message: bytes) -> bytes:
+        """The DKIM-Signature field for a message from ``sender``; b"" when no local domain signs it."""
+        domain = signing_domain(sender, message, self.is_local)
+        return b"" if domain is None else await self.sign_async(message, domain)
+
+    def prepare(self, domains: Iterable[str]) -> list[DkimKey]:
+        """Make (or load) the key of each of ``domains`` that can sign (blocking: keep it off the loop)."""
+        return [self.keys.active(domain) for domain in domains if signable(domain)]
 
     def sign(self, message: bytes, domain: str) -> bytes:
         """The DKIM-Signature field for ``message`` as ``domain`` (blocking: keep it off the loop)."""
