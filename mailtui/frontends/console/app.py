@@ -30,11 +30,13 @@ from textual.worker import Worker, WorkerState
 
 from ... import __version__
 from ...config import Config
+from ...dns.resolver import Resolver
 from ...events import Event, EventBus, ListenerFailed, Notice
 from ...server.core import Core
 from .backend import ServerFactory
 from .batch import PANELS, TICK, Batcher, Frame
 from .dialogs import HelpScreen
+from .dialogs.dnsrecords import DnsRecordsScreen
 from .lifecycle import ServerLifecycle
 from .model import MAX_ROWS, ConsoleModel
 from .widgets import (
@@ -274,6 +276,11 @@ class MailtuiApp(AdminWorkflows):
         target = {"connections": "#connections-table", "clients": "#clients-table", "dns": "#dns-table",
                   "queue": "#queue-table", "log": "#log-tab"}[panel]
         self.query_one(target).focus()
+
+    def on_dns_panel_show_records(self, message: DnsPanel.ShowRecords) -> None:
+        resolver = getattr(self.core, "resolver", None) or Resolver(
+            self.config.dns.nameservers, self.config.dns.timeout, bus=self.core.bus)
+        self.push_screen(DnsRecordsScreen(self.config, resolver))
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):

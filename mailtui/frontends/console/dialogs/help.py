@@ -16,7 +16,7 @@ KEYS = (
     ("Tables", "↑ ↓ or j k · PgUp PgDn · Home End (g G) · Enter opens · click, double-click, wheel"),
     ("Connections", "r register the selected address as a client · f refused sessions only"),
     ("Clients", "a add a client · e edit · d remove · m add a mailbox · p set its password"),
-    ("DNS", "c hide answers served from the cache"),
+    ("DNS", "c hide answers served from the cache · r the records to publish, checked now"),
     ("Queue", "r retry now · R retry all · b bounce to the sender · d delete · v or Enter view"),
     ("Forms", "Tab next field · Enter next or save · Ctrl+S save · Esc cancel"),
 )

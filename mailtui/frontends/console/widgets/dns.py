@@ -8,6 +8,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.message import Message
 from textual.reactive import reactive
 
 from ....events import DnsLookup
@@ -19,6 +20,7 @@ COLUMNS = (
     Column("time", "Time", 8),
     Column("name", "Name", 22),
     Column("type", "Type", 4),
+    Column("purpose", "Purpose", 7),
     Column("rcode", "Rcode", 8),
     Column("answer", "Answer", 16, flex=True),
     Column("took", "Took", 7, justify="right"),
@@ -37,6 +39,7 @@ def dns_cells(event: DnsLookup) -> dict[str, Cell]:
         "time": clock_time(event.at),
         "name": event.name,
         "type": event.rtype,
+        "purpose": event.purpose or Text("—", style="dim"),
         "rcode": rcode_text(event.rcode),
         "answer": Text(printable(answer)) if answer else Text("—", style="dim"),
         "took": Text("—", style="dim") if event.cached else f"{event.duration * 1000:.0f} ms",
@@ -45,7 +48,10 @@ def dns_cells(event: DnsLookup) -> dict[str, Cell]:
 
 
 class DnsPanel(Vertical):
-    BINDINGS = [Binding("c", "hide_cached", "Hide cached")]
+    BINDINGS = [Binding("c", "hide_cached", "Hide cached"), Binding("r", "records", "Records to publish")]
+
+    class ShowRecords(Message):
+        """Open the DNS records screen (what ``mailtui dns`` checks)."""
 
     hide_cached: reactive[bool] = reactive(False, init=False)
 
@@ -56,7 +62,7 @@ class DnsPanel(Vertical):
     def compose(self) -> ComposeResult:
         yield LiveTable(COLUMNS, dns_cells, key=id, tail=True,
                         version=lambda e: (e.at, e.name, e.rtype, e.rcode, e.duration, e.cached),
-                        empty="No DNS lookups yet: they happen when mail leaves for other domains",
+                        empty="No DNS lookups yet: mail to other domains and from outside asks (r: records to publish)",
                         id="dns-table")
 
     @property
@@ -66,6 +72,9 @@ class DnsPanel(Vertical):
     def show(self, lookups: Sequence[DnsLookup]) -> None:
         self._lookups = lookups
         self.table.set_rows([e for e in lookups if not e.cached] if self.hide_cached else lookups)
+
+    def action_records(self) -> None:
+        self.post_message(self.ShowRecords())
 
     def action_hide_cached(self) -> None:
         self.hide_cached = not self.hide_cached
