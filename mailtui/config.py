@@ -106,6 +106,14 @@ class Pop3Config:
 
 
 @dataclass(frozen=True)
+class SubmissionConfig:
+    """Message submission for mail clients (RFC 6409); limits and timeouts are ``[smtp]``'s."""
+
+    listen: tuple[Endpoint, ...] = ()       # STARTTLS, like port 587
+    tls_listen: tuple[Endpoint, ...] = ()   # implicit TLS (RFC 8314), like port 465
+
+
+@dataclass(frozen=True)
 class TlsConfig:
     cert_file: str = ""
     key_file: str = ""
@@ -148,6 +156,7 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     pop3: Pop3Config = field(default_factory=Pop3Config)
+    submission: SubmissionConfig = field(default_factory=SubmissionConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
@@ -164,8 +173,8 @@ class Config:
 
 
 _SECTION_CLASSES = {
-    "server": ServerConfig, "smtp": SmtpConfig, "pop3": Pop3Config, "tls": TlsConfig,
-    "dns": DnsConfig, "delivery": DeliveryConfig, "policy": PolicyConfig, "logs": LogsConfig,
+    "server": ServerConfig, "smtp": SmtpConfig, "pop3": Pop3Config, "submission": SubmissionConfig,
+    "tls": TlsConfig, "dns": DnsConfig, "delivery": DeliveryConfig, "policy": PolicyConfig, "logs": LogsConfig,
 }
 
 
@@ -225,9 +234,9 @@ def _convert(section: str, name: str, value: Any) -> Any:
         if text and "@" not in text:
             raise ConfigError(f"{key}: expected a mailbox address, got {value!r}")
         return text
-    if name in ("listen", "nameservers"):
-        items = _string_list(value, key)
-        if name == "listen" and not items:
+    if name in ("listen", "tls_listen", "nameservers"):
+        items = _string_list(value, key)      # tls_listen and submission.listen: optional, may be empty
+        if name == "listen" and not items and section != "submission":
             raise ConfigError(f"{key}: at least one address is needed")
         return tuple(parse_endpoint(v, key, 53 if name == "nameservers" else None) for v in items)
     if name == "retry_intervals":

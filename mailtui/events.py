@@ -109,6 +109,7 @@ class AuthSucceeded(Event):
 class MessageAccepted(Event):
     kind: ClassVar[str] = "tx-commit"
     session: str
+    proto: str = "smtp"   # the service that took it: "smtp" (port 25) or "submission"
     msg_id: str
     sender: str
     recipients: tuple[str, ...]

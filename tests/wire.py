@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import re
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,11 +32,20 @@ class Dialog:
     """One SMTP (or POP3) connection driven line by line."""
 
     def __init__(self, port: int, host: str = "127.0.0.1", *, source: str | None = None,
-                 greeting: bool = True, timeout: float = WAIT):
+                 greeting: bool = True, timeout: float = WAIT, tls: ssl.SSLContext | None = None):
         self.sock = socket.create_connection((host, port), timeout=timeout,
                                              source_address=(source, 0) if source else None)
+        if tls is not None:   # implicit TLS (RFC 8314): the handshake comes before the greeting
+            self.sock = tls.wrap_socket(self.sock)
         self.file = self.sock.makefile("rb")
         self.greeting = self.reply() if greeting else b""
+
+    def starttls(self, context: ssl.SSLContext) -> None:
+        """STARTTLS, then go on inside TLS."""
+        reply = self.cmd("STARTTLS")
+        assert reply.startswith(b"220"), reply
+        self.sock = context.wrap_socket(self.sock)
+        self.file = self.sock.makefile("rb")
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
