@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import smtplib
 import ssl
 
@@ -114,7 +115,7 @@ def test_no_submission_listener_unless_configured(server):
 # -- both ports over smtplib --------------------------------------------------------------
 
 @pytest.fixture
-def sub(tmp_path):
+def sub(tmp_path, caplog):
     """Submission on both ports; loopback is a registered network (which must not be enough here)."""
     srv = start_server(tmp_path, submission=SUBMISSION, delivery={"retry_intervals": [3600]})
     srv.add_client("loopback", "127.0.0.0/8")
@@ -124,6 +125,9 @@ def sub(tmp_path):
         yield srv
     finally:
         srv.stop()
+    # An exception in connection_made/lost is only logged by asyncio, and the client may never notice.
+    errors = [r for r in caplog.records if r.name == "asyncio" and r.levelno >= logging.ERROR]
+    assert not errors, errors[0].getMessage()
 
 
 def features(conn: smtplib.SMTP) -> str:
