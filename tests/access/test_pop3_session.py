@@ -8,7 +8,7 @@ import pytest
 
 from mailtui.access.pop3 import Pop3Reply, Pop3Session, ProtocolError, State
 from mailtui.access.pop3.parse import parse_sasl_plain
-from mailtui.access.pop3.session import MAX_AUTH_FAILURES, MAX_ERRORS, NO_PLAINTEXT
+from mailtui.access.pop3.session import MAX_AUTH_FAILURES, MAX_ERRORS, NO_PLAINTEXT, NO_PLAINTEXT_SASL
 from mailtui.events import MailboxRetrieved
 from mailtui.store.maildir import StoredMessage
 
@@ -167,8 +167,17 @@ def test_parse_sasl_plain(data, parts):
 
 
 # -- no passwords in clear over the network (RFC 2595 2.1; Dovecot's disable_plaintext_auth) --------
+# What Dovecot 2.3.19 answers with disable_plaintext_auth = yes to a client whose address is not its own
+# (checked by hand against dovecot-pop3d, with the client bound to 127.0.0.2):
+#   CAPA -> ... STLS, SASL (no mechanisms), no USER;  USER x / PASS y -> NO_PLAINTEXT;
+#   AUTH -> "+OK" and an empty list;  AUTH PLAIN ... -> NO_PLAINTEXT_SASL.
 
 TOKEN = base64.b64encode(f"\0{KEY}\0secret".encode()).decode()
+
+
+def test_the_refusals_are_dovecots_words():
+    assert NO_PLAINTEXT == "-ERR [AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) connections."
+    assert NO_PLAINTEXT_SASL == "-ERR [AUTH] Plaintext authentication disabled."
 
 
 @pytest.mark.parametrize("ip", ["192.0.2.1", "2001:db8::1", "::ffff:192.0.2.1"])
@@ -176,24 +185,24 @@ async def test_before_stls_a_network_client_is_offered_no_password_login(ip):
     s = session(ip=ip)
     [capa] = await say(s, "CAPA")
     assert "STLS" in capa.lines and "USER" not in capa.lines
-    assert not any(line.startswith("SASL") for line in capa.lines)
+    assert [line for line in capa.lines if line.startswith("SASL")] == ["SASL"]     # and no mechanism
     [mechanisms] = await say(s, "AUTH")
     assert (mechanisms.status, mechanisms.lines) == ("+OK SASL mechanisms follow", [])
 
 
-@pytest.mark.parametrize("lines", [
-    [f"USER {KEY}", "PASS secret"],
-    ["PASS secret"],
-    [f"AUTH PLAIN {TOKEN}"],
-    ["AUTH PLAIN", TOKEN],          # no "+ " is sent, so the credentials that follow are a (bad) command
-    ["AUTH CRAM-MD5"],
+@pytest.mark.parametrize("lines, refusal", [
+    ([f"USER {KEY}", "PASS secret"], NO_PLAINTEXT),
+    (["PASS secret"], NO_PLAINTEXT),
+    ([f"AUTH PLAIN {TOKEN}"], NO_PLAINTEXT_SASL),
+    (["AUTH PLAIN", TOKEN], NO_PLAINTEXT_SASL),   # no "+ " is sent: the credentials after it are a bad command
+    (["AUTH CRAM-MD5"], NO_PLAINTEXT_SASL),
 ])
-async def test_before_stls_a_network_client_cannot_log_in_and_no_password_is_checked(lines):
+async def test_before_stls_a_network_client_cannot_log_in_and_no_password_is_checked(lines, refusal):
     services = FakeServices()
     s = session(services, ip="192.0.2.1")
     replies = await say(s, *lines)
-    assert replies[0].status == NO_PLAINTEXT
-    assert NO_PLAINTEXT == "-ERR [AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) connections."
+    assert [r.status for r in replies][0] == refusal
+    assert all(r.status.startswith("-ERR") for r in replies)
     assert s.state is State.AUTHORIZATION and services.verified == [] and services.failures == 0
 
 

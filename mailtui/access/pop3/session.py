@@ -6,11 +6,12 @@ through :class:`Services` (logins, maildrop locks and listings, events), so
 it can be driven by a test without one. States are named as in RFC 1939
 section 3; CAPA is RFC 2449, STLS RFC 2595, AUTH PLAIN RFC 4616.
 
-No password in clear over the network (RFC 2595 section 2.1, Dovecot's
-default): before STLS, USER, PASS and AUTH are refused unless the client is
-on this machine (loopback), and CAPA does not list USER or SASL, so a client
-knows to start TLS first. The refusal comes before any password is checked:
-a password sent in clear anyway is never tried.
+No password in clear over the network (RFC 2595 section 2.1; Dovecot's
+``disable_plaintext_auth = yes``, whose replies these are): before STLS,
+USER, PASS and AUTH PLAIN are refused unless the client is on this machine
+(loopback), and CAPA lists no USER and a SASL without mechanisms, so a
+client knows to start TLS first. The refusal comes before any password is
+checked: a password sent in clear anyway is never tried.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ MAX_ERRORS = 10             # protocol errors before we hang up on a client
 MAX_AUTH_FAILURES = 3       # failed logins before we hang up (per session)
 _UID_OK = re.compile(r"[\x21-\x7e]{1,70}")
 NO_PLAINTEXT = "-ERR [AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) connections."
+NO_PLAINTEXT_SASL = "-ERR [AUTH] Plaintext authentication disabled."
 
 
 class State(enum.Enum):
@@ -190,8 +192,7 @@ class Pop3Session:
     async def _capa(self) -> Pop3Reply:
         caps = ["TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"]
         if self.state is State.AUTHORIZATION:
-            if self.plaintext_ok:
-                caps += ["USER", "SASL PLAIN"]
+            caps += ["USER", "SASL PLAIN"] if self.plaintext_ok else ["SASL"]
             if self.server.stls_available and not self.tls:
                 caps.append("STLS")
         caps.append("IMPLEMENTATION mailtui")
@@ -244,7 +245,7 @@ class Pop3Session:
         if mechanism is None:
             return Pop3Reply("+OK SASL mechanisms follow", lines=["PLAIN"] if self.plaintext_ok else [])
         if not self.plaintext_ok:
-            raise ProtocolError(NO_PLAINTEXT)
+            raise ProtocolError(NO_PLAINTEXT_SASL)
         if mechanism.upper() != "PLAIN":
             raise ProtocolError("-ERR unsupported authentication mechanism")
         if initial is None:
