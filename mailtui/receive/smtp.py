@@ -117,13 +117,12 @@ class SmtpSession(Engine):
 
     def __init__(self, ctx: SmtpContext, *, implicit_tls: bool = False):
         cfg = ctx.config
-        starttls = None if implicit_tls else ctx.tls_context   # no STARTTLS inside TLS
         self.fast_init(
             data_size_limit=cfg.smtp.max_message_size,
             hostname=cfg.server.hostname,
-            tls_context=starttls,
+            tls_context=None if implicit_tls else ctx.tls_context,   # no STARTTLS inside TLS
             timeout=cfg.smtp.idle_timeout,
-            auth_require_tls=ctx.rules.auth_requires_tls and starttls is not None,
+            auth_require_tls=ctx.rules.auth_requires_tls and not implicit_tls,
         )
         self.ctx = ctx
         self.proto = ctx.proto

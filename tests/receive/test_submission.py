@@ -252,3 +252,15 @@ def test_config_with_only_implicit_tls_binds_only_that(tmp_path):
             assert c.greeting.startswith(b"220 mail.test ESMTP")
     finally:
         srv.stop()
+
+
+def test_submission_wants_tls_for_auth_even_where_port_25_does_not(tmp_path):
+    srv = start_server(tmp_path, submission=SUBMISSION, smtp={"listen": ["127.0.0.1:0"], "auth_require_tls": False})
+    try:
+        with smtplib.SMTP("127.0.0.1", srv.smtp_port, timeout=10) as c:
+            assert "AUTH LOGIN PLAIN" in features(c)          # port 25, as configured
+        with smtplib.SMTP("127.0.0.1", srv.submission_port, timeout=10) as c:
+            assert "AUTH" not in features(c)                  # submission: never before STARTTLS
+            assert c.docmd("AUTH", "LOGIN")[0] == 538
+    finally:
+        srv.stop()
