@@ -3,6 +3,10 @@
 Front ends (``mailtui serve``, the console) subscribe; the mail path only ever
 publishes, and never waits for a subscriber: a subscriber that falls behind
 loses its oldest events (and is told how many) rather than slowing delivery.
+
+An event is named by its class and by nothing else: tables that map events to
+something (a style, a panel) are keyed by class. When events cross the
+control socket to an attached console, the class name is the name on the wire.
 """
 
 from __future__ import annotations
@@ -11,12 +15,11 @@ import asyncio
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar
+from typing import Callable
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Event:
-    kind: ClassVar[str] = "event"
     at: float = field(default_factory=time.time)
 
 
@@ -24,14 +27,12 @@ class Event:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ListenerStarted(Event):
-    kind: ClassVar[str] = "listener-started"
     proto: str
     address: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ListenerFailed(Event):
-    kind: ClassVar[str] = "listener-failed"
     proto: str
     address: str
     error: str
@@ -41,7 +42,6 @@ class ListenerFailed(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ConnectionOpened(Event):
-    kind: ClassVar[str] = "link-connect"
     session: str
     proto: str
     peer: str
@@ -53,7 +53,6 @@ class ConnectionOpened(Event):
 class SessionChanged(Event):
     """HELO name, TLS, login or state of a session changed."""
 
-    kind: ClassVar[str] = "link-update"
     session: str
     proto: str
     peer: str
@@ -65,7 +64,6 @@ class SessionChanged(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ConnectionClosed(Event):
-    kind: ClassVar[str] = "link-disconnect"
     session: str
     proto: str
     peer: str
@@ -75,7 +73,6 @@ class ConnectionClosed(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClientRefused(Event):
-    kind: ClassVar[str] = "client-refused"
     session: str
     proto: str
     peer: str
@@ -86,7 +83,6 @@ class ClientRefused(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AuthFailed(Event):
-    kind: ClassVar[str] = "auth-failed"
     session: str
     proto: str
     peer: str
@@ -96,7 +92,6 @@ class AuthFailed(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AuthSucceeded(Event):
-    kind: ClassVar[str] = "auth-ok"
     session: str
     proto: str
     peer: str
@@ -107,7 +102,6 @@ class AuthSucceeded(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MessageAccepted(Event):
-    kind: ClassVar[str] = "tx-commit"
     session: str
     proto: str = "smtp"   # the service that took it: "smtp" (port 25) or "submission"
     msg_id: str
@@ -115,11 +109,11 @@ class MessageAccepted(Event):
     recipients: tuple[str, ...]
     size: int
     peer: str = ""
+    store_seconds: float = 0.0   # end of DATA to the 250: the time it took to make it durable
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DeliveredLocal(Event):
-    kind: ClassVar[str] = "delivered-local"
     msg_id: str
     recipient: str
     mailbox: str
@@ -128,7 +122,6 @@ class DeliveredLocal(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Queued(Event):
-    kind: ClassVar[str] = "queued"
     msg_id: str
     sender: str
     recipients: tuple[str, ...]
@@ -139,7 +132,6 @@ class Queued(Event):
 class MailboxRetrieved(Event):
     """A POP3 session retrieved or deleted messages (at QUIT)."""
 
-    kind: ClassVar[str] = "pop3-update"
     session: str
     mailbox: str
     retrieved: int = 0
@@ -150,18 +142,17 @@ class MailboxRetrieved(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DnsLookup(Event):
-    kind: ClassVar[str] = "dns-lookup"
     name: str
     rtype: str
     answer: tuple[str, ...]
     rcode: str
     duration: float
     cached: bool = False
+    purpose: str = ""              # why it was asked: MX, SPF, DKIM, DMARC, MTA-STS, CHECK
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DeliveryAttempt(Event):
-    kind: ClassVar[str] = "delivery-attempt"
     msg_id: str
     domain: str
     recipients: tuple[str, ...]
@@ -170,17 +161,16 @@ class DeliveryAttempt(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DeliveredRemote(Event):
-    kind: ClassVar[str] = "delivered-remote"
     msg_id: str
     recipient: str
     remote_mta: str
     reply: str
     tls: bool = False
+    queued_for: float = 0.0      # seconds from arrival to this delivery
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Deferred(Event):
-    kind: ClassVar[str] = "deferred"
     msg_id: str
     recipient: str
     error: str
@@ -192,7 +182,6 @@ class Deferred(Event):
 class Bounced(Event):
     """A recipient failed for good; a DSN goes (or went) to the sender."""
 
-    kind: ClassVar[str] = "bounced"
     msg_id: str
     recipient: str
     error: str
@@ -203,7 +192,6 @@ class Bounced(Event):
 class QueueChanged(Event):
     """An admin action changed the queue (flush, remove, bounce)."""
 
-    kind: ClassVar[str] = "queue-changed"
     action: str
     msg_id: str = ""
 
@@ -212,7 +200,6 @@ class QueueChanged(Event):
 class RegistryChanged(Event):
     """Clients or mailboxes were added, edited or removed."""
 
-    kind: ClassVar[str] = "registry-changed"
     what: str  # "client" or "mailbox"
     name: str
     action: str
@@ -222,7 +209,6 @@ class RegistryChanged(Event):
 class Notice(Event):
     """Something a sysadmin should read (store recovered, disk full ...)."""
 
-    kind: ClassVar[str] = "notice"
     level: str  # "info", "warning", "error"
     text: str
 

@@ -16,7 +16,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from mailtui.frontends.console.app import MailtuiApp, capture_logs  # noqa: E402
+from mailtui.frontends.console.app import MailtuiApp  # noqa: E402
+from mailtui.frontends.console.runner import capture_logs  # noqa: E402
 from mailtui.frontends.console.widgets import LiveTable  # noqa: E402
 from mailtui.frontends.demo.world import DemoWorld  # noqa: E402
 
@@ -33,7 +34,7 @@ async def wait_until(pilot, predicate, what: str, timeout: float = 60.0) -> None
 
 async def shoot(app: MailtuiApp, pilot, world: DemoWorld) -> None:
     model = app.model
-    await wait_until(pilot, app.core_ready.is_set, "the server to start")
+    await wait_until(pilot, app.lifecycle.ready.is_set, "the server to start")
     for _ in range(2):  # a fuller queue: busy.test defers every attempt
         await world.send("busy")
     await wait_until(pilot, lambda: any(r.outcome == "refused" for r in model.sessions.values())
@@ -71,13 +72,13 @@ async def shoot(app: MailtuiApp, pilot, world: DemoWorld) -> None:
     await pilot.press("r")
     await shot("register")
     await pilot.press("escape")
-    await app.stop_core()
+    await app.lifecycle.stop()
 
 
 async def main() -> None:
     async with DemoWorld(seed=7) as world:
         app = MailtuiApp(world.config)
-        world.start_traffic(app.core_ready.wait)
+        world.start_traffic(app.lifecycle.ready.wait)
         with capture_logs(app.log_records):
             async with app.run_test(size=SIZE) as pilot:
                 await shoot(app, pilot, world)

@@ -1,4 +1,4 @@
-"""Run a real mailtui Core on loopback for tests.
+"""Run a real mailtui Core on loopback for tests, or the ``mailtui`` command.
 
 The core runs in its own thread and event loop (as it does in production:
 one loop owns everything), so tests can use blocking clients such as
@@ -8,7 +8,10 @@ smtplib, poplib, swaks and curl against it.
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -43,6 +46,25 @@ def tls_context() -> ssl.SSLContext:
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     return ctx
+
+
+def mailtui(*args: str, config: Path | None = None, stdin: str | None = None, timeout: float = 30):
+    """Run ``python -m mailtui *args`` as a sysadmin would, with no config from the environment."""
+    cmd = [sys.executable, "-m", "mailtui"]
+    if config is not None:
+        cmd += ["--config", str(config)]
+    env = dict(os.environ, COLUMNS="200")
+    env.pop("MAILTUI_CONFIG", None)
+    return subprocess.run(cmd + list(args), input=stdin, capture_output=True, text=True, timeout=timeout,
+                          env=env)
+
+
+def write_config(path: Path, data_dir: Path, extra: str = "") -> Path:
+    """A config file for the CLI on free loopback ports; ``extra`` is appended TOML."""
+    path.write_text(f'[server]\nhostname = "mail.test"\ndata_dir = "{data_dir}"\n'
+                    f'local_domains = ["localhost", "example.test"]\n'
+                    f'[smtp]\nlisten = ["127.0.0.1:0"]\n[pop3]\nlisten = ["127.0.0.1:0"]\n{extra}')
+    return path
 
 
 class RunningServer:

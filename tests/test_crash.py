@@ -13,7 +13,7 @@ import time
 from email import message_from_bytes
 from pathlib import Path
 
-from test_cli import mailtui, write_config
+from harness import mailtui, write_config
 
 
 def free_port() -> int:

@@ -58,7 +58,7 @@ async def test_the_world_resolves_over_its_own_dns():
 async def test_every_panel_is_working_within_seconds():
     async with DemoWorld(interval=(0.3, 0.6), seed=1) as world:
         app = MailtuiApp(world.config, welcome=world.hint())
-        world.start_traffic(app.core_ready.wait)
+        world.start_traffic(app.lifecycle.ready.wait)
         async with app.run_test(size=(120, 36)) as pilot:
             model = app.model
             deadline = time.monotonic() + 15
@@ -84,7 +84,7 @@ async def test_every_panel_is_working_within_seconds():
 
 
 async def _stopped(pilot) -> None:
-    while pilot.app.phase != "stopped":
+    while pilot.app.lifecycle.phase != "stopped":
         await pilot.pause(0.1)
 
 

@@ -14,8 +14,7 @@ import smtplib
 
 import pytest
 from dnsworld import DNSMASQ, DnsWorld, FakeMX, free_port
-from harness import PASSWORD, RunningServer, make_config
-from test_cli import mailtui, write_config
+from harness import PASSWORD, RunningServer, mailtui, make_config, write_config
 
 from mailtui.events import Bounced, Deferred, DeliveredRemote, DnsLookup
 

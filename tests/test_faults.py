@@ -34,8 +34,7 @@ from pathlib import Path
 
 import pytest
 from dnsworld import MX_HOST_2, free_port
-from harness import RunningServer, make_config
-from test_cli import mailtui
+from harness import RunningServer, mailtui, make_config
 from test_crash import wait_port
 from wire import Dialog, RawMX, unstuff
 

@@ -159,8 +159,9 @@ def test_textual_is_imported_only_by_the_console():
     assert not wrong, wrong
 
 
-def test_the_console_model_is_plain_python():
-    modules = imported_after("import mailtui.frontends.console.model")
+def test_the_console_model_batch_and_lifecycle_are_plain_python():
+    modules = imported_after("import mailtui.frontends.console.model, mailtui.frontends.console.batch, "
+                             "mailtui.frontends.console.lifecycle, mailtui.frontends.console.backend")
     assert not any(m == "textual" or m.startswith("textual.") for m in modules)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 from email.parser import BytesHeaderParser
 from email.policy import default as default_policy
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from ..events import EventBus, QueueChanged
 from ..store.maildir import Maildirs
@@ -39,8 +39,10 @@ class Delivery(Protocol):
 
 class Admin:
     def __init__(self, *, registry: Registry, queue: Queue, maildirs: Maildirs,
-                 delivery: Delivery | None = None, bus: EventBus | None = None):
+                 delivery: Delivery | None = None, bus: EventBus | None = None,
+                 status: Callable[[], dict] | None = None):
         self.registry = registry
+        self._status = status
         self.queue = queue
         self.maildirs = maildirs
         self.delivery = delivery
@@ -142,7 +144,15 @@ class Admin:
 
     # -- dispatch (control socket) ------------------------------------------------
 
-    OPS = ("client_list", "client_add", "client_edit", "client_remove", "mailbox_list", "mailbox_add",
+    # -- the running server -------------------------------------------------------
+
+    def status(self) -> dict:
+        """Listeners, totals and queue size of the running server (``mailtui status``)."""
+        if self._status is None:
+            raise AdminError("status needs the running server")
+        return self._status()
+
+    OPS = ("status", "client_list", "client_add", "client_edit", "client_remove", "mailbox_list", "mailbox_add",
            "mailbox_remove", "queue_list", "queue_show", "queue_flush", "queue_remove", "queue_bounce")
 
     async def call(self, op: str, args: dict) -> Any:

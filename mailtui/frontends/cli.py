@@ -25,12 +25,16 @@ from ..config import Config, ConfigError, load
 from .errors import CliError
 
 out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+
+
+def say_error(text: str) -> None:
+    """One line on stderr, whatever its width or kind (a terminal, journald, a pipe)."""
+    print(" ".join(str(text).split()), file=sys.stderr, flush=True)
 
 
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        err.print(f"{self.prog}: {message} (try '{self.prog} --help')", markup=False)
+        say_error(f"{self.prog}: {message} (try '{self.prog} --help')")
         raise SystemExit(2)
 
 
@@ -46,7 +50,9 @@ def build_parser() -> Parser:
     demo.add_argument("--headless", action="store_true", help="print events instead of opening the console")
     demo.add_argument("--seconds", type=float, default=0, help="stop after this many seconds (0: run until quit)")
     cfg = sub.add_parser("config", help="print the effective configuration")
-    cfg.add_argument("--check", action="store_true", help="only validate; print nothing on success")
+    cfg.add_argument("--check", action="store_true", help="only validate; print ok on success")
+    status = sub.add_parser("status", help="listeners, totals and queue size of the running server")
+    status.add_argument("--json", action="store_true")
 
     client = sub.add_parser("client", help="registered clients (networks allowed to send)")
     csub = client.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=Parser)
@@ -89,6 +95,14 @@ def build_parser() -> Parser:
     q_rm.add_argument("id")
     q_b = qsub.add_parser("bounce", help="give up on a message now and bounce it to its sender")
     q_b.add_argument("id")
+
+    dns = sub.add_parser("dns", help="the DNS records to publish for the local domains, checked against the DNS")
+    dns.add_argument("domain", nargs="?", help="one local domain (default: every one but localhost)")
+    dns.add_argument("--json", action="store_true")
+    dkim = sub.add_parser("dkim", help="DKIM signing keys")
+    ksub = dkim.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=Parser)
+    k_rot = ksub.add_parser("rotate", help="make a new key under a new selector and print its record")
+    k_rot.add_argument("domain")
     return p
 
 
@@ -110,7 +124,7 @@ def admin_call(config: Config, op: str, **args: Any) -> Any:
         problems: list[str] = []
         store, registry, maildirs, queue, _ = open_state(config, on_problem=problems.append)
         for text in problems:
-            err.print(f"warning: {text}", markup=False)
+            say_error(f"warning: {text}")
         admin = Admin(registry=registry, queue=queue, maildirs=maildirs)
 
         async def run() -> Any:
@@ -248,10 +262,59 @@ def cmd_queue(config: Config, args) -> None:
 
 def cmd_config(config: Config, args) -> None:
     if args.check:
+        out.print(f"ok: {config.source}", markup=False, soft_wrap=True)
         return
     from .config_dump import dump
 
     print(dump(config))
+
+
+def cmd_status(config: Config, args) -> int:
+    """Exit 0 and the figures when the server runs; 3 (as ``systemctl status``) when it does not."""
+    from ..admin.control import ControlError, call
+    from ..server.core import DataDirLock
+
+    lock = DataDirLock(config.server.data_dir)
+    if lock.acquire():
+        lock.release()
+        if args.json:
+            print(json.dumps({"running": False, "data_dir": str(config.server.data_dir)}))
+        else:
+            out.print(f"mailtui is not running (data in {config.server.data_dir})", markup=False, soft_wrap=True)
+        return 3
+    try:
+        status = call(config.server.data_dir, "status")
+    except ControlError as exc:
+        raise CliError(str(exc)) from None
+    if args.json:
+        print(json.dumps({"running": True} | status, indent=2))
+    else:
+        print_status(status)
+    return 0
+
+
+def print_status(status: dict) -> None:
+    totals = status["totals"]
+    up = _when(totals["started"]).replace(" ago", "")
+    out.print(f"mailtui {status['version']} running (pid {status['pid']}, up {up}) as {status['hostname']}",
+              markup=False, soft_wrap=True)
+    out.print(f"  config {status['config']}, data in {status['data_dir']}", markup=False, soft_wrap=True)
+    for li in status["listeners"]:
+        where = li["bound"] or li["address"]
+        state = "listening" if li["ok"] else f"FAILED: {li['error']}"
+        out.print(f"  {li['proto'].upper():<10} {where:<24} {state}", markup=False, soft_wrap=True)
+    out.print(f"  accepted {totals['accepted']}, refused {totals['refused']}, delivered {totals['delivered']}, "
+              f"deferred {totals['deferred']}, bounced {totals['bounced']}; queue {status['queue']}",
+              markup=False, soft_wrap=True)
+
+
+def cmd_dns(config: Config, args) -> None:
+    from .dnsrecords import run_dns, run_rotate
+
+    if args.command == "dkim":
+        run_rotate(config, args.domain)
+    else:
+        run_dns(config, args.domain, as_json=args.json)
 
 
 def cmd_serve(config: Config) -> None:
@@ -261,7 +324,7 @@ def cmd_serve(config: Config) -> None:
 
 
 def cmd_console(config: Config) -> None:
-    from .console.app import run_console
+    from .console.runner import run_console
 
     run_console(config)
 
@@ -292,11 +355,15 @@ def main(argv: list[str] | None = None) -> int:
             cmd_mailbox(config, args)
         elif command == "queue":
             cmd_queue(config, args)
+        elif command == "status":
+            return cmd_status(config, args)
+        elif command in ("dns", "dkim"):
+            cmd_dns(config, args)
     except ConfigError as exc:
-        err.print(f"mailtui: config error: {exc}", markup=False)
+        say_error(f"mailtui: config error: {exc}")
         return 2
     except CliError as exc:
-        err.print(f"mailtui: {exc}", markup=False)
+        say_error(f"mailtui: {exc}")
         return exc.code
     except KeyboardInterrupt:
         return 130
@@ -304,8 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except OSError as exc:
-        err.print(f"mailtui: {exc.strerror or exc}{': ' + str(exc.filename) if exc.filename else ''}",
-                  markup=False)
+        say_error(f"mailtui: {exc.strerror or exc}{': ' + str(exc.filename) if exc.filename else ''}")
         return 1
     return 0
 

@@ -8,12 +8,12 @@ from rich.text import Text
 
 from .. import events as ev
 
-_STYLES = {
-    "listener-started": "green", "listener-failed": "bold red", "link-connect": "dim",
-    "link-disconnect": "dim", "client-refused": "red", "auth-failed": "red", "auth-ok": "cyan",
-    "tx-commit": "bold", "delivered-local": "green", "queued": "yellow", "dns-lookup": "blue",
-    "delivery-attempt": "magenta", "delivered-remote": "green", "deferred": "yellow",
-    "bounced": "bold red", "queue-changed": "cyan", "registry-changed": "cyan", "pop3-update": "cyan",
+_STYLES: dict[type[ev.Event], str] = {
+    ev.ListenerStarted: "green", ev.ListenerFailed: "bold red", ev.ConnectionOpened: "dim",
+    ev.ConnectionClosed: "dim", ev.ClientRefused: "red", ev.AuthFailed: "red", ev.AuthSucceeded: "cyan",
+    ev.MessageAccepted: "bold", ev.DeliveredLocal: "green", ev.Queued: "yellow", ev.DnsLookup: "blue",
+    ev.DeliveryAttempt: "magenta", ev.DeliveredRemote: "green", ev.Deferred: "yellow",
+    ev.Bounced: "bold red", ev.QueueChanged: "cyan", ev.RegistryChanged: "cyan", ev.MailboxRetrieved: "cyan",
 }
 
 
@@ -84,7 +84,7 @@ def render(event: ev.Event) -> Text | None:
     if text is None:
         return None
     stamp = time.strftime("%H:%M:%S", time.localtime(event.at))
-    style = _STYLES.get(event.kind, "")
+    style = _STYLES.get(type(event), "")
     if isinstance(event, ev.Notice):
         style = {"error": "bold red", "warning": "yellow"}.get(event.level, "")
     return Text.assemble((stamp + " ", "dim"), (text, style))

@@ -28,9 +28,11 @@ async def run_headless(config: Config, console: Console, stop: asyncio.Event | N
         raise CliError(str(exc)) from None
     console.print(f"mailtui serving {', '.join(config.server.local_domains)} as {config.server.hostname}; "
                   f"data in {config.server.data_dir} (config: {config.source})", markup=False, soft_wrap=True)
-    if not any(li.ok for li in core.listeners):
+    failed = [li for li in core.listeners if not li.ok]
+    if failed:  # running half-deaf would hide it from systemd: exit non-zero instead
         await core.stop()
-        raise CliError("no listener could be bound; see the messages above")
+        raise CliError("cannot listen on " + "; ".join(
+            f"{li.proto.upper()} {li.address}: {li.error}" for li in failed))
 
     def emit(events) -> None:
         if console.is_terminal:

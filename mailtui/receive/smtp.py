@@ -134,6 +134,7 @@ class SmtpSession(Engine):
         self.tx = Transaction()
         self.errors = 0
         self.messages = 0
+        self.data_ended = 0.0
         self.last_refusal = ""
         self.closed_reason = ""
         self._counted = False
@@ -390,6 +391,7 @@ class SmtpSession(Engine):
         limits = self.ctx.config.smtp
         with self.data_stream() as stream:
             read = await read_data(stream, max_size=limits.max_message_size, timeout=limits.data_timeout)
+        self.data_ended = time.monotonic()  # the 250 latency runs from here
         if read.timed_out:
             self.closed_reason = "DATA took too long"
             self.write_now(b"421 4.4.2 DATA timeout, closing connection\r\n")
@@ -441,5 +443,6 @@ class SmtpSession(Engine):
         self.messages += 1
         self.ctx.bus.publish(MessageAccepted(session=self.sid, msg_id=msg_id, sender=envelope.sender,
                                              recipients=tuple(envelope.recipients), size=len(data),
-                                             peer=self.ip, proto=self.proto))
+                                             peer=self.ip, proto=self.proto,
+                                             store_seconds=time.monotonic() - self.data_ended))
         await self.push(f"250 2.0.0 OK: queued as {msg_id}")

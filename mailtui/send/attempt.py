@@ -291,7 +291,7 @@ class TransferAgent:
         for rcpt, outcome in verdict.delivered:
             self.bus.publish(DeliveredRemote(msg_id=item.id, recipient=rcpt.address,
                                              remote_mta=outcome.remote_mta, reply=outcome.reply,
-                                             tls=outcome.tls))
+                                             tls=outcome.tls, queued_for=time.time() - item.arrival))
             self._log(item, rcpt, "delivered", tls=outcome.tls)
         for rcpt in verdict.deferred:
             self.bus.publish(Deferred(msg_id=item.id, recipient=rcpt.address,

@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import __version__
 from ..access.pop3 import Pop3Server
 from ..addresses import AddressError, parse_address
 from ..admin.control import ControlServer, socket_path
@@ -37,6 +38,8 @@ from ..store.maildir import Maildirs
 from ..store.queue import Queue
 from ..store.safeio import DirSyncer
 from ..wire import hostport
+from .metrics import Metrics, MetricsServer
+from .stats import ServerStats
 from .tls import server_context
 
 log = logging.getLogger(__name__)
@@ -113,6 +116,8 @@ class Core:
     def __init__(self, config: Config, *, bus: EventBus | None = None):
         self.config = config
         self.bus = bus or EventBus()
+        self.stats = ServerStats()
+        self.bus.add_listener(self.stats.observe)
         self.listeners: list[Listener] = []
         self._lock = DataDirLock(config.server.data_dir)
         self._tasks: list[asyncio.Task] = []
@@ -145,7 +150,7 @@ class Core:
                                  submit=self.submit, store=self.store)
         self.delivery = Scheduler(config=cfg, queue=self.queue, bus=self.bus, transfer=transfer)
         self.admin = Admin(registry=self.registry, queue=self.queue, maildirs=self.maildirs,
-                           delivery=self.delivery, bus=self.bus)
+                           delivery=self.delivery, bus=self.bus, status=self.status)
         self.smtp = SmtpContext(config=cfg, registry=self.registry, policy=self.policy, intake=self.intake,
                                 bus=self.bus, store=self.store, tls_context=self.tls_context,
                                 logins=self.logins)
@@ -164,6 +169,12 @@ class Core:
         for ep in cfg.pop3.listen:
             await self._bind("pop3", ep, lambda h, p: asyncio.start_server(self.pop3.handle, h, p,
                                                                            reuse_address=True))
+        if cfg.metrics.listen:
+            self.metrics = Metrics(self.stats, queue_size=lambda: len(self.queue))
+            self.bus.add_listener(self.metrics.observe)
+            scrape = MetricsServer(self.metrics)
+            for ep in cfg.metrics.listen:
+                await self._bind("metrics", ep, scrape.serve)
         self.control = ControlServer(self.admin, socket_path(cfg.server.data_dir))
         try:
             await self.control.start()
@@ -186,13 +197,21 @@ class Core:
                 reason += " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
             listener.error = reason
             self.bus.publish(ListenerFailed(proto=proto, address=str(ep), error=reason))
-            log.error("cannot listen for %s on %s: %s", proto, ep, reason)
         else:
             listener.server = server
             host, port = server.sockets[0].getsockname()[:2]
             listener.bound = hostport(host, port)
             self.bus.publish(ListenerStarted(proto=proto, address=listener.bound))
         self.listeners.append(listener)
+
+    def status(self) -> dict:
+        """What ``mailtui status`` prints: who is serving what, and the totals so far."""
+        cfg = self.config
+        return {"version": __version__, "pid": os.getpid(), "hostname": cfg.server.hostname,
+                "config": cfg.source, "data_dir": str(cfg.server.data_dir),
+                "listeners": [{"proto": li.proto, "address": li.address, "bound": li.bound, "ok": li.ok,
+                               "error": li.error} for li in self.listeners],
+                "queue": len(self.queue), "totals": self.stats.snapshot()}
 
     def port(self, proto: str) -> int:
         """The first bound port of ``proto`` (tests bind port 0)."""

@@ -218,12 +218,15 @@ def test_events_name_the_service_and_the_console_tells_them_apart(sub):
     model = ConsoleModel()
     model.apply(list(sub.events))
     row = model.sessions[f"submission:{session}"]
-    assert (row.login, row.tls, row.messages, row.who, row.can_register) == \
-        ("alice@localhost", True, 1, "alice@localhost", False)
+    assert (row.login, row.client, row.tls, row.messages, row.can_register) == \
+        ("alice@localhost", "", True, 1, False)
     lines = [describe(e) for e in sub.events]
     assert f"{session} submission connect from 127.0.0.1" in lines
     assert f"{session} submission logged in as alice@localhost" in lines
     assert "SUBMISSIONS listening on" in " ".join(line for line in lines if line)
+
+    totals = sub.core.stats.totals                  # what mailtui status and the metrics report
+    assert (totals.sessions["submission"], totals.sessions["smtp"], totals.accepted) == (1, 0, 1)
 
     logged = [e for e in sub.call(sub.core.store.recent, "connections") if e["session"] == session]
     assert logged[0]["proto"] == "submission" and logged[0]["tls"] is True

@@ -1,11 +1,12 @@
-"""The console application: the core and its live view in one event loop.
+"""The console application: the server and its live view in one event loop.
 
-The app owns a :class:`~mailtui.server.core.Core`: it starts it when mounted, on
-Textual's own loop, and stops it on quit. The mail path never waits for the
-screen: the core publishes into a bounded bus subscription, and one timer
-drains it a few times a second, folds the batch into the model and redraws
-only the panel on show. Admin actions go through :class:`~mailtui.admin.Admin`,
-like the CLI's.
+The app builds its server (a :class:`~mailtui.server.core.Core`, or anything
+that is a :class:`~.backend.MailServer`), starts it when mounted, on
+Textual's own loop, and stops it on quit (:mod:`.lifecycle`). The mail path
+never waits for the screen: a timer takes the pending events a few times a
+second (:mod:`.batch`) and redraws only the panel on show. The admin's
+workflows are a layer below (:mod:`.workflows`); this module composes the
+screen and moves around it.
 """
 
 from __future__ import annotations
@@ -14,14 +15,13 @@ import asyncio
 import contextlib
 import logging
 import signal
-import sys
 import time
 from collections import deque
-from typing import Any, Callable, Iterable, Iterator
+from typing import Callable, Iterable
 
 from rich.terminal_theme import TerminalTheme
-from textual import on, work
-from textual.app import App, ComposeResult, SystemCommand
+from textual import on
+from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.css.query import NoMatches
 from textual.screen import Screen
@@ -29,18 +29,16 @@ from textual.widgets import Footer, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
 from ... import __version__
-from ...admin.registry import RegistryError, parse_network
-from ...admin.verbs import AdminError
-from ...config import Config, ConfigError
+from ...config import Config
 from ...events import Event, EventBus, ListenerFailed, Notice
-from ...server.core import AlreadyRunning, Core
-from ..errors import CliError
-from ..loop import run
-from .dialogs import ClientForm, ConfirmDialog, HelpScreen, MailboxForm, MessageView
-from .model import LOG_BATCH_LINES, MAX_ROWS, ConsoleModel
+from ...server.core import Core
+from .backend import ServerFactory
+from .batch import PANELS, TICK, Batcher, Frame
+from .dialogs import HelpScreen
+from .lifecycle import ServerLifecycle
+from .model import MAX_ROWS, ConsoleModel
 from .widgets import (
     ActivityLog,
-    ClientRow,
     ClientsPanel,
     ConnectionsPanel,
     DnsPanel,
@@ -51,12 +49,9 @@ from .widgets import (
     StatusBar,
 )
 from .widgets.status import short_error
+from .workflows import AdminWorkflows
 
-TICK = 0.25          # seconds between two batches applied to the screen
-BUSY_BATCH = 200     # events in one batch that make a busy server: the panels redraw less often
-PANELS = ("connections", "clients", "dns", "queue", "log")
-
-CoreFactory = Callable[..., Any]
+log = logging.getLogger(__name__)
 
 # Textual's dark ANSI palette draws magenta as red; keep it purple, so a delivery
 # attempt or a refusal never reads as a bounce.
@@ -69,8 +64,8 @@ DARK_ANSI = TerminalTheme(
 )
 
 
-class MailtuiApp(App[None]):
-    """``core_factory(config, bus=bus)`` builds the server (tests may pass a stand-in)."""
+class MailtuiApp(AdminWorkflows):
+    """``core_factory(config, bus=bus)`` builds the server (tests pass a stand-in)."""
 
     TITLE = "mailtui"
     CSS_PATH = "console.tcss"
@@ -86,28 +81,22 @@ class MailtuiApp(App[None]):
         Binding("ctrl+q", "quit_now", "Quit", show=False, priority=True),
     ]
 
-    def __init__(self, config: Config, *, core_factory: CoreFactory = Core, clock: Callable[[], float] = time.time,
-                 welcome: str = "", intro: str = "", handle_signals: bool = False) -> None:
+    def __init__(self, config: Config, *, core_factory: ServerFactory = Core,
+                 clock: Callable[[], float] = time.time, welcome: str = "", intro: str = "",
+                 handle_signals: bool = False) -> None:
         super().__init__()
         self.config = config
         self.clock = clock
         self.welcome = welcome      # a notification at start
         self.intro = intro          # a line in the activity log at start
         self.handle_signals = handle_signals
-        self.bus = EventBus()
-        self.subscription = self.bus.subscribe(maxsize=50_000)
-        self.core = core_factory(config, bus=self.bus)
+        bus = EventBus()
+        subscription = bus.subscribe(maxsize=50_000)   # before the server starts: its first events count
+        self.core = core_factory(config, bus=bus)
+        self.lifecycle = ServerLifecycle(self.core, on_change=self._show_status)
         self.model = ConsoleModel()
-        self.phase = "starting"      # starting, running, failed, stopping, stopped
-        self.problem = ""            # why the server is not running
-        self.core_ready = asyncio.Event()       # the server is up and listening
-        self._start_done = asyncio.Event()      # the attempt to start it is over, either way
         self.log_records: deque[logging.LogRecord] = deque(maxlen=200)
-        self._dirty = set(PANELS)
-        self._dropped_reported = 0
-        self._log_pending: deque[Event] = deque(maxlen=LOG_BATCH_LINES)
-        self._log_skipped = 0
-        self._since_redraw = 0
+        self.batch = Batcher(subscription, self.model, self.log_records)
         self._tick_failed = False
 
     # -- layout ----------------------------------------------------------------------
@@ -139,7 +128,7 @@ class MailtuiApp(App[None]):
                 with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                     loop.add_signal_handler(sig, self.action_quit)
         self.query_one("#connections-table", LiveTable).focus()
-        self.run_worker(self._start_core(), name="core-start", group="core", exit_on_error=False)
+        self.run_worker(self._start_server(), name="core-start", group="core", exit_on_error=False)
 
     @property
     def active_panel(self) -> str:
@@ -147,153 +136,82 @@ class MailtuiApp(App[None]):
 
     # -- the server --------------------------------------------------------------------
 
-    @property
-    def running(self) -> bool:
-        return self.phase == "running"
-
-    async def _start_core(self) -> None:
-        try:
-            await self._start_attempt()
-        finally:
-            self._start_done.set()
-            self._show_status()
-
-    async def _start_attempt(self) -> None:
-        try:
-            await self.core.start()
-        except AlreadyRunning as exc:
-            self._fail(f"{exc}: quit the other one first, or give this one another server.data_dir")
-        except ConfigError as exc:
-            self._fail(f"config error: {exc}")
-        except OSError as exc:
-            where = f": {exc.filename}" if exc.filename else ""
-            self._fail(f"cannot start the server: {exc.strerror or exc}{where}")
-        except Exception as exc:  # a bug: say so on screen rather than crash the console
-            logging.getLogger(__name__).exception("the server failed to start")
-            self._fail(f"the server failed to start: {exc!r}")
-        else:
-            if self.phase != "starting":   # quit while starting: stop_core() takes over
-                return
-            self.phase = "running"
-            failed = [li for li in self.core.listeners if not li.ok]
-            if failed and len(failed) == len(self.core.listeners):
+    async def _start_server(self) -> None:
+        await self.lifecycle.start()
+        if self.lifecycle.problem:
+            problem = self.lifecycle.problem
+            self.notify(problem, title="The server is not running", severity="error", timeout=60)
+            self._write_note(f"✗ {problem}", "bold red")
+        elif self.lifecycle.running:
+            listeners = self.core.listeners
+            if listeners and not any(li.ok for li in listeners):
                 self.notify("No listener could be bound: this server receives no mail. "
                             "See the status line; fix the config and restart.",
                             title="Not listening", severity="error", timeout=30)
-            self._dirty.update(PANELS)
-            self.core_ready.set()
+            self.batch.mark()
             if self.welcome:
                 self.notify(self.welcome, timeout=10)
             if self.intro or self.welcome:
-                for log in self.query(ActivityLog):
-                    log.write_note(self.intro or self.welcome, "bold")
+                self._write_note(self.intro or self.welcome, "bold")
 
-    def _fail(self, problem: str) -> None:
-        if self.phase == "starting":
-            self.phase = "failed"
-        self.problem = problem
-        self.notify(problem, title="The server is not running", severity="error", timeout=60)
-        for log in self.query(ActivityLog):
-            log.write_note(f"✗ {problem}", "bold red")
-
-    async def stop_core(self) -> None:
-        """Stop the server (idempotent); the console stays up until exit()."""
-        if self.phase in ("stopping", "stopped"):
-            return
-        self.phase = "stopping"
-        self._show_status()
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._start_done.wait(), 30)
-        if getattr(self.core, "started", False):
-            try:
-                await self.core.stop()
-            except Exception:  # the process is exiting anyway: never hang or crash on the way out
-                logging.getLogger(__name__).exception("the server did not stop cleanly")
-        self.phase = "stopped"
-        self._show_status()
+    def _write_note(self, text: str, style: str) -> None:
+        for activity in self.query(ActivityLog):
+            activity.write_note(text, style)
 
     async def on_unmount(self) -> None:
-        await self.stop_core()
+        await self.lifecycle.stop()
 
     async def _shutdown_then_exit(self) -> None:
-        await self.stop_core()
+        await self.lifecycle.stop()
         self.exit()
 
     def action_quit(self) -> None:  # type: ignore[override]
-        if self.phase not in ("stopping", "stopped"):
+        if self.lifecycle.phase not in ("stopping", "stopped"):
             self.run_worker(self._shutdown_then_exit(), name="shutdown", group="core", exclusive=True,
                             exit_on_error=False)
 
     def action_quit_now(self) -> None:
         self.action_quit()
 
-    # -- the batch -----------------------------------------------------------------------
-
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """A console action that failed is a message, never the end of the console (or the server)."""
         if event.state == WorkerState.ERROR:
             error = event.worker.error
-            logging.getLogger(__name__).error("%s failed", event.worker.name, exc_info=error)
+            log.error("%s failed", event.worker.name, exc_info=error)
             self.notify(f"{event.worker.name} failed: {error!r}", title="Console error", severity="error")
             if event.worker.name == "shutdown":
                 self.exit()
 
+    # -- drawing -----------------------------------------------------------------------
+
     def _tick(self) -> None:
         try:
-            self._apply_batch()
+            self._draw(self.batch.next())
         except Exception as exc:  # a drawing bug must not take the mail server down with the console
-            logging.getLogger(__name__).exception("the console could not apply a batch")
+            log.exception("the console could not apply a batch")
             if not self._tick_failed:
                 self._tick_failed = True
                 self.notify(f"the console could not show some events: {exc!r}", title="Console error",
                             severity="error", timeout=15)
 
-    def _apply_batch(self) -> None:
-        events = self.subscription.drain()
-        self._take_log_records(events)
-        changes = self.model.apply(events)
-        dropped = self.subscription.dropped
-        if dropped > self._dropped_reported:
-            self._dropped_reported = dropped
-            self.notify(f"{dropped} events were not shown: the console fell behind (counters are low)",
+    def _draw(self, frame: Frame) -> None:
+        if frame.dropped:
+            self.notify(f"{frame.dropped} events were not shown: the console fell behind (counters are low)",
                         severity="warning", timeout=5)
-        for flag in ("connections", "dns", "queue"):
-            if getattr(changes, flag):
-                self._dirty.add(flag)
-        if changes.registry:
-            self._dirty.add("clients")
-        self._log_skipped += changes.log_skipped + max(0, len(self._log_pending) + len(changes.log)
-                                                       - LOG_BATCH_LINES)
-        self._log_pending.extend(changes.log)
-        for alert in changes.alerts:
+        for alert in frame.alerts:
             self._alert(alert)
-        if changes.listeners or changes.counters or events:
+        if frame.status:
             self._show_status()
-        # The counters follow every batch; on a busy server the tables and the log slow down to two
-        # redraws a second, then to one (nobody reads faster, and the mail path gets the time).
-        self._since_redraw += 1
-        every = 1 if len(events) <= BUSY_BATCH else 2 if len(events) <= 4 * BUSY_BATCH else 4
-        if self._since_redraw >= every:
-            self._since_redraw = 0
-            if self._log_pending or self._log_skipped:
-                for log in self.query(ActivityLog):
-                    log.write_events(self._log_pending, self._log_skipped)
-                self._log_pending.clear()
-                self._log_skipped = 0
+        if frame.redraw:
+            if frame.log or frame.log_skipped:
+                for activity in self.query(ActivityLog):
+                    activity.write_events(frame.log, frame.log_skipped)
             self._sync(self.active_panel)
 
     def _second(self) -> None:
         self._show_status()
         if self.active_panel == "queue":
             self.query_one(QueuePanel).tick()
-
-    def _take_log_records(self, events: list[Event]) -> None:
-        """Captured log records join the batch as notices (errors pop up, warnings are only logged)."""
-        while self.log_records:
-            record = self.log_records.popleft()
-            level = "error" if record.levelno >= logging.ERROR else "info"
-            text = (record.getMessage().splitlines() or [""])[0]
-            events.append(Notice(level=level, text=f"[{record.name}] {text}", at=record.created))
 
     def _alert(self, event: Event) -> None:
         if isinstance(event, ListenerFailed):
@@ -305,21 +223,21 @@ class MailtuiApp(App[None]):
     def _show_status(self) -> None:
         try:
             status = self.query_one(StatusBar)
-        except NoMatches:  # shutting down
+        except NoMatches:  # not mounted yet, or shutting down
             return
-        listeners = self.core.listeners if self.phase != "starting" else []
-        status.show_listeners(listeners, self.phase, self.problem)
+        phase = self.lifecycle.phase
+        status.show_listeners(self.core.listeners if phase != "starting" else [], phase, self.lifecycle.problem)
         now = self.clock()
-        queued = len(self.core.queue) if self.running else 0
-        status.show_counters(self.model.counters, queued, self.model.rate.per_minute(now), self.model.rate.series(now))
+        queued = len(self.core.queue) if self.lifecycle.running else 0
+        rate = self.model.rate
+        status.show_counters(self.model.counters, queued, rate.per_minute(now), rate.series(now))
 
     def _sync(self, panel: str) -> None:
         """Redraw ``panel`` if something changed since it was last drawn."""
-        if panel not in self._dirty or panel == "log":
+        if panel == "log" or (panel in ("queue", "clients") and not self.lifecycle.running):
             return
-        if panel != "connections" and panel != "dns" and not self.running:
+        if not self.batch.take(panel):
             return
-        self._dirty.discard(panel)
         if panel == "connections":
             self.query_one(ConnectionsPanel).show(list(self.model.sessions.values()))
         elif panel == "dns":
@@ -331,12 +249,11 @@ class MailtuiApp(App[None]):
             self.run_worker(self._load_registry(), group="registry", exclusive=True, exit_on_error=False)
 
     async def _load_registry(self) -> None:
-        registry = self.core.admin.registry
-        clients = [ClientRow(c.name, c.networks, c.note, c.created) for c in registry.clients()]
+        registry, maildirs = self.core.admin.registry, self.core.admin.maildirs
+        clients = list(registry.clients())
         addresses = [m.address for m in registry.mailboxes()]
         panel = self.query_one(ClientsPanel)
         panel.show(clients, [MailboxRow(a) for a in addresses])
-        maildirs = self.core.admin.maildirs
         counts = await asyncio.to_thread(lambda: [maildirs.count(a) for a in addresses])
         panel.show(clients, [MailboxRow(a, n) for a, n in zip(addresses, counts)])
 
@@ -365,7 +282,7 @@ class MailtuiApp(App[None]):
     def about(self) -> list[tuple[str, str]]:
         cfg = self.config
         listeners = ", ".join(f"{li.proto.upper()} {li.bound or li.address}{'' if li.ok else ' (failed)'}"
-                              for li in getattr(self.core, "listeners", []))
+                              for li in self.core.listeners)
         return [("Version", f"mailtui {__version__}"), ("Config", cfg.source),
                 ("Data", str(cfg.server.data_dir)), ("Hostname", cfg.server.hostname),
                 ("Domains", ", ".join(cfg.server.local_domains)), ("Listening", listeners or "—")]
@@ -385,11 +302,11 @@ class MailtuiApp(App[None]):
             yield SystemCommand(f"Show {panel}", f"Switch to the {panel} panel",
                                 lambda panel=panel: self.action_show_panel(panel))
         yield SystemCommand("Register a client", "Allow a network to send mail through this server",
-                            lambda: self.add_client())
+                            self.add_client)
         yield SystemCommand("Create a mailbox", "Add a local account (POP3 login and address)",
-                            lambda: self.add_mailbox())
+                            self.add_mailbox)
         yield SystemCommand("Retry all queued messages", "Make every queued message due now",
-                            lambda: self.queue_action("flush", ""))
+                            self.retry_all)
         row = self.query_one("#connections-table", LiveTable).cursor_row
         if row is not None and row.can_register:
             yield SystemCommand(f"Register {row.peer}", "Register the selected connection's address as a client",
@@ -397,199 +314,3 @@ class MailtuiApp(App[None]):
         yield SystemCommand("Help", "Show every key", self.action_help)
         yield SystemCommand("Toggle light/dark", "Switch between the light and the dark theme",
                             self.action_toggle_theme)
-
-    # -- admin actions -----------------------------------------------------------------------
-
-    async def admin_call(self, op: str, **args: Any) -> Any:
-        """Run an admin operation; a refusal becomes a notification and None."""
-        if not self.running:
-            self.notify("The server is not running.", severity="error")
-            return None
-        try:
-            return await self.core.admin.call(op, args)
-        except AdminError as exc:
-            self.notify(str(exc), title="Not done", severity="error")
-            return None
-
-    async def _confirm(self, title: str, question: str, confirm: str) -> bool:
-        return bool(await self.push_screen_wait(ConfirmDialog(title, question, confirm=confirm)))
-
-    @on(ConnectionsPanel.RegisterRequested)
-    def _register_requested(self, event: ConnectionsPanel.RegisterRequested) -> None:
-        self.add_client(event.address)
-
-    @on(ClientsPanel.ActionRequested)
-    def _clients_action(self, event: ClientsPanel.ActionRequested) -> None:
-        match event.action:
-            case "add_client":
-                self.add_client()
-            case "edit_client":
-                self.edit_client(event.target)
-            case "remove_client":
-                self.remove_client(event.target)
-            case "add_mailbox":
-                self.add_mailbox()
-            case "set_password":
-                self.add_mailbox(event.target)
-            case "remove_mailbox":
-                self.remove_mailbox(event.target)
-
-    @on(QueuePanel.ActionRequested)
-    def _queue_requested(self, event: QueuePanel.ActionRequested) -> None:
-        self.queue_action(event.action, event.msg_id)
-
-    @work(group="admin", exit_on_error=False)
-    async def add_client(self, address: str = "") -> None:
-        """Register a client; with ``address`` (a refused peer), pre-filled for it."""
-        if not self.running:
-            self.notify("The server is not running.", severity="error")
-            return
-        taken = [c.name for c in self.core.admin.registry.clients()]
-        name, networks = "", []
-        if address:
-            network = parse_network(address)
-            networks = [str(network)]
-            base = "host-" + str(network.network_address).replace(".", "-").replace(":", "-")
-            name = next(n for n in (base, *(f"{base}-{i}" for i in range(2, 100))) if n not in taken)
-        result = await self.push_screen_wait(ClientForm(taken=taken, name=name, networks=networks))
-        if result is None:
-            return
-        done = await self.admin_call("client_add", name=result.name, networks=list(result.networks),
-                                     note=result.note)
-        if done:
-            self.notify(f"{done['name']} may now send from {', '.join(done['networks'])}",
-                        title="Client registered")
-
-    @work(group="admin", exit_on_error=False)
-    async def edit_client(self, name: str) -> None:
-        client = self.core.admin.registry.get_client(name)
-        if client is None:
-            return
-        taken = [c.name for c in self.core.admin.registry.clients()]
-        result = await self.push_screen_wait(ClientForm(taken=taken, editing=client.name, networks=client.networks,
-                                                        note=client.note))
-        if result is None:
-            return
-        done = await self.admin_call("client_edit", name=client.name,
-                                     new_name=result.name if result.name != client.name else None,
-                                     networks=list(result.networks), note=result.note)
-        if done:
-            self.notify(f"{done['name']}: {', '.join(done['networks'])}", title="Client updated")
-
-    @work(group="admin", exit_on_error=False)
-    async def remove_client(self, name: str) -> None:
-        if await self._confirm("Remove client", f"Remove the client {name}? Its networks may no longer send "
-                               "mail (sessions that log in still can).", "Remove"):
-            if await self.admin_call("client_remove", name=name):
-                self.notify(f"client {name} removed")
-
-    @work(group="admin", exit_on_error=False)
-    async def add_mailbox(self, address: str = "") -> None:
-        """Create a mailbox, or (with ``address``) set its password."""
-        if not self.running:
-            self.notify("The server is not running.", severity="error")
-            return
-        taken = [m.address for m in self.core.admin.registry.mailboxes()]
-        result = await self.push_screen_wait(MailboxForm(local_domains=self.config.server.local_domains,
-                                                         taken=taken, address=address))
-        if result is None:
-            return
-        try:  # the core hashes with scrypt off the event loop
-            await self.core.admin.mailbox_add(result.address, result.password, replace=bool(address))
-        except (AdminError, RegistryError, ValueError) as exc:
-            self.notify(str(exc), title="Not done", severity="error")
-            return
-        self.notify(f"mailbox {result.address} {'updated' if address else 'created'}")
-
-    @work(group="admin", exit_on_error=False)
-    async def remove_mailbox(self, address: str) -> None:
-        if await self._confirm("Remove mailbox", f"Remove the mailbox {address}? Its login stops working; "
-                               "its messages stay on disk.", "Remove"):
-            if await self.admin_call("mailbox_remove", address=address):
-                self.notify(f"mailbox {address} removed")
-
-    @work(group="admin", exit_on_error=False)
-    async def queue_action(self, action: str, msg_id: str) -> None:
-        if action == "flush":
-            done = await self.admin_call("queue_flush")
-            if done is not None:
-                self.notify(f"{done['flushed']} message(s) due now")
-        elif action == "retry":
-            done = await self.admin_call("queue_flush", msg_id=msg_id)
-            if done is not None:
-                self.notify(f"{msg_id}: trying again now" if done["flushed"]
-                            else f"{msg_id} is being delivered right now")
-        elif action == "bounce":
-            if await self._confirm("Bounce message", f"Give up on {msg_id} now and send a bounce "
-                                   "to its sender?", "Bounce"):
-                if await self.admin_call("queue_bounce", msg_id=msg_id):
-                    self.notify(f"{msg_id} bounced")
-        elif action == "delete":
-            if await self._confirm("Delete message", f"Delete {msg_id} from the queue? No bounce is sent; "
-                                   "the message is gone.", "Delete"):
-                if await self.admin_call("queue_remove", msg_id=msg_id):
-                    self.notify(f"{msg_id} deleted")
-        elif action == "view":
-            shown = await self.admin_call("queue_show", msg_id=msg_id)
-            if shown is not None:
-                await self.push_screen_wait(MessageView(shown))
-        self._dirty.add("queue")
-
-
-# -- running it ----------------------------------------------------------------------------
-
-class _LogCapture(logging.Handler):
-    """Log records kept for the console, instead of written over the screen.
-
-    The core publishes its own warnings as events, so from mailtui's loggers
-    only errors (a bug's traceback) are kept; from libraries, warnings too.
-    """
-
-    def __init__(self, sink: deque) -> None:
-        super().__init__(logging.WARNING)
-        self.sink = sink
-
-    # aiosmtpd warns on every AUTH that it sets a deprecated attribute itself.
-    NOISE = (("mail.log", "login_data is deprecated"),)
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.name.startswith("mailtui") and (record.levelno < logging.ERROR or record.name == "mailtui.server.core"):
-            return
-        if any(record.name == name and text in str(record.msg) for name, text in self.NOISE):
-            return
-        self.sink.append(record)
-
-
-@contextlib.contextmanager
-def capture_logs(sink: deque) -> Iterator[None]:
-    """While the console runs, route every log record to ``sink`` (drained by the app)."""
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
-    root.handlers[:] = [_LogCapture(sink)]
-    root.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        root.handlers[:], level = saved
-        root.setLevel(level)
-
-
-async def run_app(app: MailtuiApp, **kwargs: Any) -> None:
-    """Run ``app`` with logging kept off the screen; the server is stopped however it ends."""
-    with capture_logs(app.log_records):
-        try:
-            await app.run_async(**kwargs)
-        finally:
-            await app.stop_core()
-
-
-def run_console(config: Config) -> None:
-    app = MailtuiApp(config, handle_signals=True)
-    run(run_app(app))
-    for listener in getattr(app.core, "listeners", []):
-        if listener.error:
-            print(f"mailtui: {listener.proto.upper()} could not listen on {listener.address}: "
-                  f"{short_error(listener.error)}", file=sys.stderr)
-    if app.problem:
-        raise CliError(app.problem)
-

@@ -49,19 +49,6 @@ class SessionRow:
     version: int = 0       # bumped on every change (the table redraws a row only when it changed)
 
     @property
-    def registered(self) -> bool:
-        return bool(self.client or self.login)
-
-    @property
-    def who(self) -> str:
-        """As which client or login the session counts, in a word or two."""
-        if self.login:
-            return self.login
-        if self.client:
-            return self.client
-        return "unregistered" if self.proto == "smtp" else "-"
-
-    @property
     def outcome(self) -> str:
         """accepted, refused, open or closed (for colour and filtering)."""
         if self.messages:

@@ -28,10 +28,11 @@ async def _headless(world: DemoWorld, console: Console, seconds: float) -> None:
 
 
 async def _console(world: DemoWorld, seconds: float) -> None:
-    from ..console.app import MailtuiApp, run_app
+    from ..console.app import MailtuiApp
+    from ..console.runner import run_app
 
     app = MailtuiApp(world.config, welcome=world.hint(), intro=world.describe(), handle_signals=True)
-    world.start_traffic(app.core_ready.wait)
+    world.start_traffic(app.lifecycle.ready.wait)
 
     async def quit_later(pilot) -> None:
         await asyncio.sleep(seconds)

@@ -1,12 +1,12 @@
 """The console's panels, one module each, and the table they share."""
 
 from .activity import ActivityLog
-from .clients import ClientRow, ClientsPanel, MailboxRow
+from .clients import ClientsPanel, MailboxRow
 from .connections import ConnectionsPanel
 from .dns import DnsPanel
 from .queue import QueuePanel, QueueRow
 from .status import StatusBar
 from .table import Column, LiveTable
 
-__all__ = ["ActivityLog", "ClientRow", "ClientsPanel", "Column", "ConnectionsPanel", "DnsPanel", "LiveTable",
+__all__ = ["ActivityLog", "ClientsPanel", "Column", "ConnectionsPanel", "DnsPanel", "LiveTable",
            "MailboxRow", "QueuePanel", "QueueRow", "StatusBar"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, ClassVar, Sequence
 
 from rich.text import Text
 from textual import events
@@ -14,33 +14,20 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Static
 
+from ....admin.registry import Client
 from ....wire import printable
 from .table import Cell, Column, LiveTable
 
 
 @dataclass(frozen=True)
-class ClientRow:
-    key: str
-    networks: tuple[str, ...]
-    note: str = ""
-    created: float = 0.0
-
-    @property
-    def name(self) -> str:
-        return self.key
-
-
-@dataclass(frozen=True)
 class MailboxRow:
-    key: str                  # the address
+    """A mailbox with the count of messages waiting in it (None while it is being counted)."""
+
+    address: str
     messages: int | None = None
 
-    @property
-    def address(self) -> str:
-        return self.key
 
-
-def client_cells(row: ClientRow) -> dict[str, Cell]:
+def client_cells(row: Client) -> dict[str, Cell]:
     return {"name": Text(row.name, style="bold"), "networks": ", ".join(row.networks),
             "note": Text(printable(row.note), style="dim")}
 
@@ -49,8 +36,8 @@ def mailbox_cells(row: MailboxRow) -> dict[str, Cell]:
     return {"address": row.address, "messages": "…" if row.messages is None else str(row.messages)}
 
 
-def client_detail(row: ClientRow | MailboxRow | None) -> Text:
-    if isinstance(row, ClientRow):
+def client_detail(row: Client | MailboxRow | None) -> Text:
+    if isinstance(row, Client):
         since = time.strftime("%Y-%m-%d %H:%M", time.localtime(row.created)) if row.created else "?"
         text = Text.assemble((row.name, "bold"), f" · {', '.join(row.networks)} · registered {since}")
         if row.note:
@@ -68,17 +55,39 @@ def client_detail(row: ClientRow | MailboxRow | None) -> Text:
 
 class ClientsPanel(Vertical):
     BINDINGS = [
-        Binding("a", "request('add_client')", "Add client"),
-        Binding("m", "request('add_mailbox')", "Add mailbox"),
+        Binding("a", "add_client", "Add client"),
+        Binding("m", "add_mailbox", "Add mailbox"),
     ]
 
-    class ActionRequested(Message):
-        """add_client, edit_client, remove_client, add_mailbox, set_password or remove_mailbox."""
+    class AddClient(Message):
+        """Register a new client."""
 
-        def __init__(self, action: str, target: str = "") -> None:
-            super().__init__()
-            self.action = action
-            self.target = target
+    @dataclass
+    class EditClient(Message):
+        """Edit the registered client ``name``."""
+
+        name: str
+
+    @dataclass
+    class RemoveClient(Message):
+        """Remove the registered client ``name``."""
+
+        name: str
+
+    class AddMailbox(Message):
+        """Create a mailbox."""
+
+    @dataclass
+    class SetPassword(Message):
+        """Set a new password for the mailbox ``address``."""
+
+        address: str
+
+    @dataclass
+    class RemoveMailbox(Message):
+        """Remove the mailbox ``address`` (its messages stay on disk)."""
+
+        address: str
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="clients-columns"):
@@ -89,17 +98,18 @@ class ClientsPanel(Vertical):
         clients = ClientTable(
             (Column("name", "Name", 14), Column("networks", "Networks", 20, flex=True),
              Column("note", "Note", 12, flex=True, drop=1)),
-            client_cells, empty="No clients: only logged-in sessions may send (a: add)",
-            id="clients-table")
+            client_cells, key=lambda client: client.name,
+            empty="No clients: only logged-in sessions may send (a: add)", id="clients-table")
         clients.border_title = "Registered clients"
         yield clients
         mailboxes = MailboxTable(
             (Column("address", "Address", 22, flex=True), Column("messages", "Messages", 8, justify="right")),
-            mailbox_cells, empty="No mailboxes (m: add)", id="mailboxes-table")
+            mailbox_cells, key=lambda mailbox: mailbox.address, empty="No mailboxes (m: add)",
+            id="mailboxes-table")
         mailboxes.border_title = "Mailboxes"
         yield mailboxes
 
-    def show(self, clients: Sequence[ClientRow], mailboxes: Sequence[MailboxRow]) -> None:
+    def show(self, clients: Sequence[Client], mailboxes: Sequence[MailboxRow]) -> None:
         client_table = self.query_one(ClientTable)
         client_table.set_rows(clients)
         client_table.border_title = f"Registered clients ({len(clients)})"
@@ -119,43 +129,63 @@ class ClientsPanel(Vertical):
     def on_descendant_focus(self, event: events.DescendantFocus) -> None:
         self._detail()
 
-    def action_request(self, action: str) -> None:
-        self.post_message(self.ActionRequested(action))
+    def action_add_client(self) -> None:
+        self.post_message(self.AddClient())
+
+    def action_add_mailbox(self) -> None:
+        self.post_message(self.AddMailbox())
+
 
 
 class _RowActions(LiveTable):
-    """A table whose bindings act on the row under the cursor."""
+    """A table whose own bindings act on the row under the cursor (greyed out when there is none)."""
 
-    SELECT_ACTION = ""
+    ROW_ACTIONS: ClassVar[tuple[str, ...]] = ()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "request":
+        if action in self.ROW_ACTIONS:
             return True if self.cursor_row is not None else None
         return True
 
-    def action_request(self, action: str) -> None:
+    def _post(self, message: Callable[[str], Message]) -> None:
         if self.cursor_row is not None:
-            self.post_message(ClientsPanel.ActionRequested(action, self.cursor_row.key))
+            self.post_message(message(self._key(self.cursor_row)))
 
     def on_live_table_highlighted(self, event: LiveTable.Highlighted) -> None:
         self.refresh_bindings()
 
-    def on_live_table_selected(self, event: LiveTable.Selected) -> None:
-        event.stop()
-        self.post_message(ClientsPanel.ActionRequested(self.SELECT_ACTION, event.row.key))
-
 
 class ClientTable(_RowActions):
-    SELECT_ACTION = "edit_client"
+    ROW_ACTIONS = ("edit", "remove")
     BINDINGS = [
-        Binding("e", "request('edit_client')", "Edit"),
-        Binding("d,delete", "request('remove_client')", "Remove"),
+        Binding("e", "edit", "Edit"),
+        Binding("d,delete", "remove", "Remove"),
     ]
+
+    def action_edit(self) -> None:
+        self._post(ClientsPanel.EditClient)
+
+    def on_live_table_selected(self, event: LiveTable.Selected) -> None:
+        event.stop()
+        self.post_message(ClientsPanel.EditClient(event.row.name))
+
+    def action_remove(self) -> None:
+        self._post(ClientsPanel.RemoveClient)
 
 
 class MailboxTable(_RowActions):
-    SELECT_ACTION = "set_password"
+    ROW_ACTIONS = ("set_password", "remove")
     BINDINGS = [
-        Binding("p", "request('set_password')", "Set password"),
-        Binding("d,delete", "request('remove_mailbox')", "Remove"),
+        Binding("p", "set_password", "Set password"),
+        Binding("d,delete", "remove", "Remove"),
     ]
+
+    def action_set_password(self) -> None:
+        self._post(ClientsPanel.SetPassword)
+
+    def on_live_table_selected(self, event: LiveTable.Selected) -> None:
+        event.stop()
+        self.post_message(ClientsPanel.SetPassword(event.row.address))
+
+    def action_remove(self) -> None:
+        self._post(ClientsPanel.RemoveMailbox)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Sequence
 
 from rich.text import Text
@@ -47,7 +48,9 @@ def who_text(row: SessionRow) -> Text:
         return Text(printable(row.login), style="cyan")
     if row.client:
         return Text(printable(row.client), style="green")
-    return Text(row.who, style="red" if row.proto == "smtp" else "dim")
+    if row.proto == "smtp":   # SMTP from an unregistered network: policy refuses its mail
+        return Text("unregistered", style="red")
+    return Text("-", style="dim")
 
 
 def session_cells(row: SessionRow) -> dict[str, Cell]:
@@ -89,12 +92,11 @@ class ConnectionsPanel(Vertical):
 
     refused_only: reactive[bool] = reactive(False, init=False)
 
-    class RegisterRequested(Message):
-        """Register the peer of a session as a client."""
+    @dataclass
+    class Register(Message):
+        """Register ``address``, a session's peer, as a client."""
 
-        def __init__(self, address: str) -> None:
-            super().__init__()
-            self.address = address
+        address: str
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -123,7 +125,6 @@ class ConnectionsPanel(Vertical):
             self._shown_detail = text
             self.query_one("#connections-detail", Static).update(text, layout=False)
 
-
     def on_live_table_highlighted(self, event: LiveTable.Highlighted) -> None:
         self._detail(event.row)
 
@@ -133,7 +134,7 @@ class ConnectionsPanel(Vertical):
         if row is None:
             self.notify("Select a session first.", timeout=3)
         elif row.can_register:
-            self.post_message(self.RegisterRequested(row.peer))
+            self.post_message(self.Register(row.peer))
         elif row.proto != "smtp":
             self.notify("POP3 sessions log in as a mailbox: there is nothing to register.", timeout=4)
         else:

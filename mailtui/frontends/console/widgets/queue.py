@@ -13,6 +13,7 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import Static
 
+from ....store.queue import QueueItem
 from ....wire import printable
 from .connections import clock_time
 from .table import Cell, Column, LiveTable
@@ -42,7 +43,7 @@ class QueueRow:
     arrival: float
 
     @classmethod
-    def of(cls, item) -> "QueueRow":
+    def of(cls, item: QueueItem) -> "QueueRow":
         return cls(key=item.id, sender=item.sender,
                    recipients=tuple((r.address, r.state, r.last_error) for r in item.recipients),
                    attempts=item.attempts, next_attempt=item.next_attempt, last_error=item.last_error,
@@ -83,20 +84,39 @@ def recipients_text(addresses: Iterable[str]) -> str:
 
 class QueuePanel(Vertical):
     BINDINGS = [
-        Binding("r", "act('retry')", "Retry now"),
-        Binding("b", "act('bounce')", "Bounce"),
-        Binding("d,delete", "act('delete')", "Delete"),
-        Binding("v", "act('view')", "View"),
-        Binding("R", "act('flush')", "Retry all", show=False),
+        Binding("r", "retry", "Retry now"),
+        Binding("b", "bounce", "Bounce"),
+        Binding("d,delete", "delete", "Delete"),
+        Binding("v", "view", "View"),
+        Binding("R", "retry_all", "Retry all", show=False),
     ]
 
-    class ActionRequested(Message):
-        """retry, bounce, delete or view ``msg_id``; flush everything (msg_id "")."""
+    @dataclass
+    class Retry(Message):
+        """Try to deliver ``msg_id`` now."""
 
-        def __init__(self, action: str, msg_id: str) -> None:
-            super().__init__()
-            self.action = action
-            self.msg_id = msg_id
+        msg_id: str
+
+    class RetryAll(Message):
+        """Make every queued message due now."""
+
+    @dataclass
+    class Bounce(Message):
+        """Give up on ``msg_id`` and send its sender a bounce."""
+
+        msg_id: str
+
+    @dataclass
+    class Delete(Message):
+        """Delete ``msg_id`` from the queue, with no bounce."""
+
+        msg_id: str
+
+    @dataclass
+    class View(Message):
+        """Show ``msg_id``: envelope, recipient states and text."""
+
+        msg_id: str
 
     def __init__(self, clock: Callable[[], float] = time.time, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -157,19 +177,31 @@ class QueuePanel(Vertical):
             self._shown_detail = text
             self.query_one("#queue-detail", Static).update(text, layout=False)
 
-
     def on_live_table_highlighted(self, event: LiveTable.Highlighted) -> None:
         self._detail(event.row)
 
     def on_live_table_selected(self, event: LiveTable.Selected) -> None:
-        self.post_message(self.ActionRequested("view", event.row.key))
+        self.post_message(self.View(event.row.key))
 
-    def action_act(self, action: str) -> None:
+    def action_retry(self) -> None:
+        self._post(self.Retry)
+
+    def action_bounce(self) -> None:
+        self._post(self.Bounce)
+
+    def action_delete(self) -> None:
+        self._post(self.Delete)
+
+    def action_view(self) -> None:
+        self._post(self.View)
+
+    def action_retry_all(self) -> None:
+        self.post_message(self.RetryAll())
+
+    def _post(self, message: Callable[[str], Message]) -> None:
         # Always offered: a footer that changed whenever the queue emptied would flicker under load.
         row = self.table.cursor_row
-        if action == "flush":
-            self.post_message(self.ActionRequested("flush", ""))
-        elif row is not None:
-            self.post_message(self.ActionRequested(action, row.key))
-        else:
+        if row is None:
             self.notify("The queue is empty.", timeout=3)
+        else:
+            self.post_message(message(row.key))

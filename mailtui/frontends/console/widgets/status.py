@@ -9,6 +9,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Sparkline, Static
 
+from ..backend import ListenerView
 from ..model import Counters
 
 
@@ -17,7 +18,7 @@ def short_error(error: str) -> str:
     return error.rpartition("): ")[2] if error.startswith("error while attempting to bind") else error
 
 
-def listeners_text(listeners: Sequence, phase: str, problem: str = "") -> Text:
+def listeners_text(listeners: Sequence[ListenerView], phase: str, problem: str = "") -> Text:
     """``phase`` is starting, running, stopping, stopped or failed."""
     text = Text.assemble((" mailtui ", "bold reverse"), " ")
     if problem:
@@ -105,7 +106,7 @@ class StatusBar(Vertical):
             self._shown[name] = content
             self.query_one(f"#{name}", Static).update(content, layout=False)
 
-    def show_listeners(self, listeners: Sequence, phase: str, problem: str = "") -> None:
+    def show_listeners(self, listeners: Sequence[ListenerView], phase: str, problem: str = "") -> None:
         self.set_class(bool(problem) or any(not li.ok for li in listeners), "-problem")
         self._update("status-listeners", listeners_text(listeners, phase, problem))
 

@@ -2,31 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import smtplib
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from harness import RunningServer, make_config
-
-
-def mailtui(*args: str, config: Path | None = None, stdin: str | None = None, timeout: float = 30):
-    cmd = [sys.executable, "-m", "mailtui"]
-    if config is not None:
-        cmd += ["--config", str(config)]
-    env = dict(os.environ, COLUMNS="200")
-    env.pop("MAILTUI_CONFIG", None)
-    return subprocess.run(cmd + list(args), input=stdin, capture_output=True, text=True, timeout=timeout,
-                          env=env)
-
-
-def write_config(path: Path, data_dir: Path, extra: str = "") -> Path:
-    path.write_text(f'[server]\nhostname = "mail.test"\ndata_dir = "{data_dir}"\n'
-                    f'local_domains = ["localhost", "example.test"]\n'
-                    f'[smtp]\nlisten = ["127.0.0.1:0"]\n[pop3]\nlisten = ["127.0.0.1:0"]\n{extra}')
-    return path
+from harness import RunningServer, mailtui, make_config, write_config
 
 
 @pytest.mark.parametrize("body, key", [
@@ -60,7 +40,7 @@ def test_sample_config_is_valid_and_complete():
 
     from mailtui.config import Config, load
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     text = (root / "sample_config.toml").read_text()
     cfg = load(root / "sample_config.toml")
     for section in fields(Config):

@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import logging
 import re
 import smtplib
 import socket
 import time
+from collections import deque
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,7 @@ from mailtui import events as ev
 from mailtui.admin.verbs import Admin
 from mailtui.config import from_mapping
 from mailtui.frontends.console.app import MailtuiApp
+from mailtui.frontends.console.batch import BUSY_BATCH, PANELS, Batcher
 from mailtui.frontends.console.dialogs import ClientForm, ConfirmDialog, MailboxForm
 from mailtui.frontends.console.model import MAX_ROWS, ConsoleModel
 from mailtui.frontends.console.widgets import LiveTable
@@ -70,9 +73,9 @@ def send(port: int, sender: str, recipients: list[str], *, helo: str = "client.t
 async def console(tmp_path: Path, size=(120, 36), **sections):
     app = MailtuiApp(make_config(tmp_path / "data", **sections))
     async with app.run_test(size=size) as pilot:
-        await asyncio.wait_for(app.core_ready.wait(), 10)
+        await asyncio.wait_for(app.lifecycle.ready.wait(), 10)
         yield app, pilot
-        await app.stop_core()
+        await app.lifecycle.stop()
 
 
 async def type_text(pilot, text: str) -> None:
@@ -188,7 +191,7 @@ async def test_a_deferred_message_is_retried_now(tmp_path):
     async with console(tmp_path, delivery={"retry_intervals": [300], "max_attempts": 5},
                        dns={"timeout": 0.3}) as (app, pilot):
         attempts: list[ev.DeliveryAttempt] = []
-        app.bus.add_listener(lambda e: attempts.append(e) if isinstance(e, ev.DeliveryAttempt) else None)
+        app.core.bus.add_listener(lambda e: attempts.append(e) if isinstance(e, ev.DeliveryAttempt) else None)
         app.core.registry.add_client("lab", ["127.0.0.1/32"])
         port = app.core.port("smtp")
         assert await asyncio.to_thread(send, port, "me@example.test", ["you@remote.test"]) == "accepted"
@@ -206,6 +209,72 @@ async def test_a_deferred_message_is_retried_now(tmp_path):
         await pilot.press("v")   # and the message can be read
         await until(pilot, lambda: "Subject: console test" in screen_text(app), "the message view")
         await pilot.press("escape")
+
+
+async def test_every_clients_key_reaches_its_workflow(tmp_path):
+    async with console(tmp_path) as (app, pilot):
+        app.core.registry.add_client("office", ["192.0.2.0/24"])
+        await app.core.admin.mailbox_add("bob@example.test", PASSWORD)
+        await pilot.press("2")
+        clients, mailboxes = table(app, "clients"), table(app, "mailboxes")
+        await until(pilot, lambda: clients.rows and mailboxes.rows, "the rows")
+        for key in ("enter", "e"):
+            await pilot.press(key)
+            form = await until(pilot, lambda: isinstance(app.screen, ClientForm) and app.screen, f"the form ({key})")
+            assert form.editing == "office"
+            if key == "enter":
+                await pilot.press("escape")
+                await until(pilot, lambda: not isinstance(app.screen, ClientForm), "the form to close")
+        await pilot.press("tab", "tab")   # to the note
+        await type_text(pilot, "first floor")
+        await pilot.press("enter")
+        await until(pilot, lambda: app.core.registry.get_client("office").note == "first floor", "the edit")
+
+        await pilot.press("tab")
+        assert app.focused is mailboxes
+        for key in ("enter", "p"):
+            await pilot.press(key)
+            form = await until(pilot, lambda: isinstance(app.screen, MailboxForm) and app.screen, f"the form ({key})")
+            assert form.address == "bob@example.test"
+            await pilot.press("escape")
+            await until(pilot, lambda: not isinstance(app.screen, MailboxForm), "the form to close")
+        await pilot.press("d")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmDialog), "the confirmation")
+        await pilot.press("y")
+        await until(pilot, lambda: not app.core.registry.has_mailbox("bob@example.test"), "the removal")
+        assert app.core.registry.get_client("office") is not None
+
+
+async def test_queued_messages_are_retried_bounced_and_deleted(tmp_path):
+    async with console(tmp_path, delivery={"retry_intervals": [300], "max_attempts": 5},
+                       dns={"timeout": 0.3}) as (app, pilot):
+        seen: list[ev.Event] = []
+        app.core.bus.add_listener(seen.append)
+        app.core.registry.add_client("lab", ["127.0.0.1/32"])
+        port = app.core.port("smtp")
+        for _ in range(2):
+            assert await asyncio.to_thread(send, port, "postmaster@example.test", ["you@remote.test"]) == "accepted"
+        await pilot.press("4")
+        queue = table(app, "queue")
+        settled = lambda tries: len(queue.rows) == 2 and all(  # noqa: E731
+            r.attempts == tries and not r.in_flight for r in queue.rows)
+        await until(pilot, lambda: settled(1), "two deferred messages")
+
+        await pilot.press("R")
+        await until(pilot, lambda: settled(2), "a second attempt for both")
+
+        first, second = (row.key for row in queue.rows)
+        assert queue.select_key(first)
+        await pilot.press("b")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmDialog), "the confirmation")
+        await pilot.press("y")
+        await until(pilot, lambda: any(isinstance(e, ev.Bounced) and e.msg_id == first for e in seen), "the bounce")
+        await until(pilot, lambda: [r.key for r in queue.rows] == [second], "the bounced row to go")
+
+        await pilot.press("d")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmDialog), "the confirmation")
+        await pilot.press("y")
+        await until(pilot, lambda: not queue.rows and len(app.core.queue) == 0, "the empty queue")
 
 
 async def test_a_listener_that_cannot_bind_is_a_message_not_a_crash(tmp_path):
@@ -226,7 +295,7 @@ async def test_a_second_server_on_the_same_data_is_a_message(tmp_path):
     try:
         app = MailtuiApp(make_config(tmp_path / "data"))
         async with app.run_test(size=(100, 30)) as pilot:
-            await until(pilot, lambda: app.phase == "failed", "the failure")
+            await until(pilot, lambda: app.lifecycle.phase == "failed", "the failure")
             assert "another mailtui server is using" in screen_text(app)
             await pilot.press("q")
     finally:
@@ -236,10 +305,10 @@ async def test_a_second_server_on_the_same_data_is_a_message(tmp_path):
 async def test_quitting_stops_the_server(tmp_path):
     app = MailtuiApp(make_config(tmp_path / "data"))
     async with app.run_test() as pilot:
-        await asyncio.wait_for(app.core_ready.wait(), 10)
+        await asyncio.wait_for(app.lifecycle.ready.wait(), 10)
         port = app.core.port("smtp")
         await pilot.press("q")
-        await until(pilot, lambda: app.phase == "stopped", "the stop")
+        await until(pilot, lambda: app.lifecycle.phase == "stopped", "the stop")
     assert app.return_code == 0
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
@@ -276,6 +345,39 @@ def test_the_model_stays_bounded_under_a_burst():
     assert next(iter(model.sessions.values())).session == f"S{4 * MAX_ROWS}"
     assert model.counters.refused == 5 * MAX_ROWS
     assert changes.connections and changes.dns and not changes.log
+
+
+def test_a_busy_server_gets_fewer_redraws_but_every_count():
+    bus = ev.EventBus()
+    batch = Batcher(bus.subscribe(), ConsoleModel(), deque())
+    assert all(batch.take(panel) for panel in PANELS)     # all to draw at first, once
+    assert batch.next().redraw            # quiet: every tick redraws
+    burst = BUSY_BATCH + 1
+
+    def publish() -> None:
+        for n in range(burst):
+            bus.publish(ev.AuthFailed(session=f"S{n}", proto="smtp", peer="192.0.2.1", login="x"))
+
+    frames = []
+    for _ in range(2):
+        publish()
+        frames.append(batch.next())
+    assert [f.redraw for f in frames] == [False, True] and all(f.status for f in frames)
+    assert len(frames[1].log) + frames[1].log_skipped == 2 * burst   # drawn or counted, never lost
+    assert not batch.take("connections")     # failed logins change no session row
+
+
+def test_events_the_console_could_not_keep_are_reported_once():
+    bus = ev.EventBus()
+    records: deque[logging.LogRecord] = deque()
+    batch = Batcher(bus.subscribe(maxsize=10), ConsoleModel(), records)
+    for n in range(15):
+        bus.publish(ev.Notice(level="info", text=f"note {n}"))
+    records.append(logging.LogRecord("lib", logging.ERROR, __file__, 1, "it broke\nat line 2", None, None))
+    frame = batch.next()
+    assert frame.dropped == 5
+    assert [e.text for e in frame.alerts] == ["[lib] it broke"]
+    assert batch.next().dropped == 0
 
 
 def test_columns_drop_by_priority_and_the_flexible_one_takes_the_rest():
@@ -383,7 +485,7 @@ def scene(tmp_path, monkeypatch):
 
 async def scene_ready(pilot) -> None:
     app = pilot.app
-    await until(pilot, lambda: app.running and len(app.model.dns) == 6, "the scene")
+    await until(pilot, lambda: app.lifecycle.running and len(app.model.dns) == 6, "the scene")
     await pilot.pause(0.3)  # the batch is drawn
 
 
