@@ -23,6 +23,7 @@ from mailtui.events import (
 )
 from mailtui.frontends.console.model import ConsoleModel
 from mailtui.frontends.describe import describe
+from mailtui.mailauth.records import expected
 from mailtui.receive.policy import Peer, Policy
 from mailtui.receive.submission import SubmissionRules
 
@@ -106,6 +107,18 @@ def test_submission_config_errors_name_the_key(body, message):
     with pytest.raises(ConfigError) as info:
         from_mapping({"submission": body})
     assert str(info.value).startswith(message)
+
+
+def test_mailtui_dns_srv_records_follow_the_submission_ports():
+    def srv(config: Config) -> dict[str, str]:
+        return {r.name: r.value for r in expected(config, "example.test", [], "") if r.rtype == "SRV"}
+
+    on = from_mapping({"server": {"hostname": "mail.test", "local_domains": ["example.test"]},
+                       "submission": {"listen": ["0.0.0.0:2587"], "tls_listen": ["0.0.0.0:2465"]}})
+    assert srv(on)["_submission._tcp.example.test"] == "0 1 2587 mail.test"
+    assert srv(on)["_submissions._tcp.example.test"] == "0 1 2465 mail.test"
+    off = from_mapping({"server": {"hostname": "mail.test", "local_domains": ["example.test"]}})
+    assert srv(off)["_submissions._tcp.example.test"] == "0 1 465 mail.test"
 
 
 def test_no_submission_listener_unless_configured(server):
