@@ -1,8 +1,8 @@
 """The headless server: every part wired together in one asyncio loop.
 
 ``Core`` owns the data directory (an exclusive lock while it runs), opens the
-store, rebuilds the queue from the spool, binds the SMTP, submission and POP3 listeners
-and runs the delivery loop and the batched store writer. Front ends
+store, rebuilds the queue from the spool, binds the SMTP, submission and
+POP3 listeners and runs the delivery loop and the batched store writer. Front ends
 (``mailtui serve``, the console) only start it, stop it, read its event bus
 and call :attr:`Core.admin`.
 """
