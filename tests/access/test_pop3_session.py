@@ -201,7 +201,7 @@ async def test_before_stls_a_network_client_cannot_log_in_and_no_password_is_che
     services = FakeServices()
     s = session(services, ip="192.0.2.1")
     replies = await say(s, *lines)
-    assert [r.status for r in replies][0] == refusal
+    assert replies[0].status == refusal
     assert all(r.status.startswith("-ERR") for r in replies)
     assert s.state is State.AUTHORIZATION and services.verified == [] and services.failures == 0
 

@@ -12,8 +12,8 @@ from mailtui.events import ClientRefused
 from mailtui.receive.message import Arrival, Verdict
 from mailtui.receive.policy import Peer, peer_label
 from mailtui.receive.rules import InboundRules
-from mailtui.receive.submission import SubmissionRules
 from mailtui.receive.slots import ConnectionSlots
+from mailtui.receive.submission import SubmissionRules
 from mailtui.replies import SmtpReply
 
 MSG = b"From: a@example.org\r\nSubject: hi\r\n\r\nHello.\r\n"

@@ -12,7 +12,7 @@ from harness import PASSWORD, SUBMISSION, tls_context
 from wire import Dialog
 
 from mailtui.addresses import parse_address
-from mailtui.config import ConfigError, Config, Endpoint, from_mapping
+from mailtui.config import Config, ConfigError, Endpoint, from_mapping
 from mailtui.events import (
     AuthSucceeded,
     ClientRefused,
