@@ -106,6 +106,14 @@ class Pop3Config:
 
 
 @dataclass(frozen=True)
+class SubmissionConfig:
+    """Message submission for mail clients (RFC 6409); limits and timeouts are ``[smtp]``'s."""
+
+    listen: tuple[Endpoint, ...] = ()       # STARTTLS, like port 587
+    tls_listen: tuple[Endpoint, ...] = ()   # implicit TLS (RFC 8314), like port 465
+
+
+@dataclass(frozen=True)
 class TlsConfig:
     cert_file: str = ""
     key_file: str = ""
@@ -177,6 +185,7 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     pop3: Pop3Config = field(default_factory=Pop3Config)
+    submission: SubmissionConfig = field(default_factory=SubmissionConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
@@ -197,8 +206,8 @@ class Config:
 
 
 _SECTION_CLASSES = {
-    "server": ServerConfig, "smtp": SmtpConfig, "pop3": Pop3Config, "tls": TlsConfig,
-    "dns": DnsConfig, "delivery": DeliveryConfig, "policy": PolicyConfig, "dkim": DkimConfig,
+    "server": ServerConfig, "smtp": SmtpConfig, "pop3": Pop3Config, "submission": SubmissionConfig,
+    "tls": TlsConfig, "dns": DnsConfig, "delivery": DeliveryConfig, "policy": PolicyConfig, "dkim": DkimConfig,
     "auth": AuthConfig, "mta_sts": MtaStsConfig, "logs": LogsConfig, "metrics": MetricsConfig,
 }
 
@@ -277,9 +286,9 @@ def _convert(section: str, name: str, value: Any) -> Any:
         if text not in DMARC_ACTIONS:
             raise ConfigError(f"{key}: expected one of {', '.join(DMARC_ACTIONS)}, got {value!r}")
         return text
-    if name in ("listen", "nameservers"):
-        items = _string_list(value, key)
-        if name == "listen" and not items and section != "metrics":
+    if name in ("listen", "tls_listen", "nameservers"):
+        items = _string_list(value, key)      # tls_listen, submission.listen, metrics.listen: may be empty
+        if name == "listen" and not items and section not in ("submission", "metrics"):
             raise ConfigError(f"{key}: at least one address is needed")
         return tuple(parse_endpoint(v, key, 53 if name == "nameservers" else None) for v in items)
     if name == "retry_intervals":

@@ -103,6 +103,7 @@ class AuthSucceeded(Event):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MessageAccepted(Event):
     session: str
+    proto: str = "smtp"   # the service that took it: "smtp" (port 25) or "submission"
     msg_id: str
     sender: str
     recipients: tuple[str, ...]

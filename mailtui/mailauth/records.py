@@ -41,8 +41,9 @@ SPF_RECORD = "v=spf1 mx -all"
 DMARC_RECORD = "v=DMARC1; p=quarantine"
 PURPOSE = "CHECK"
 # (service, port, the config key that gives the port, or None for "standard port")
-SERVICES = (("_submission._tcp", 587, None), ("_submissions._tcp", 465, None), ("_imap._tcp", 143, None),
-            ("_imaps._tcp", 993, None), ("_pop3._tcp", 110, "pop3.listen"), ("_pop3s._tcp", 995, None))
+SERVICES = (("_submission._tcp", 587, "submission.listen"), ("_submissions._tcp", 465, "submission.tls_listen"),
+            ("_imap._tcp", 143, None), ("_imaps._tcp", 993, None), ("_pop3._tcp", 110, "pop3.listen"),
+            ("_pop3s._tcp", 995, None))
 
 
 @dataclass(frozen=True)
@@ -137,9 +138,13 @@ def expected(config: Config, domain: str, keys: list[DkimKey], active: str) -> l
 
 
 def _port(config: Config, standard: int, key_name: str | None) -> tuple[int, str]:
-    if key_name == "pop3.listen" and config.pop3.listen:
-        return config.pop3.listen[0].port, "port from pop3.listen"
-    return standard, "standard port (mailtui has no setting for it yet)"
+    if key_name is None:
+        return standard, "standard port (mailtui has no setting for it yet)"
+    section, name = key_name.split(".")
+    listen = getattr(getattr(config, section), name)
+    if listen:
+        return listen[0].port, f"port from {key_name}"
+    return standard, f"standard port ({key_name} is off)"
 
 
 async def domain_report(config: Config, domain: str, keys: list[DkimKey], active: str, resolver: Resolver, *,
