@@ -5,8 +5,9 @@ Two steps, so nothing blocks the loop and no thread waits on the network:
 1. on the loop: find the DKIM-Signature fields in the header section, check
    their tags (a malformed one is ``permerror`` at once), and fetch each
    key record through mailtui's resolver (purpose ``DKIM``);
-2. in an executor thread: dkimpy's own verifier (``dkim.DKIM.verify``)
-   checks each signature, given the keys already fetched.
+2. in an executor thread: each signature is checked with the keys already
+   fetched - the common kind (rsa-sha256) by ``dkimrsa.py`` (dkimpy's parts,
+   OpenSSL's RSA), any other by dkimpy's own verifier (``dkim.DKIM.verify``).
 
 dkimpy's ``dkim.asyncsupport`` would do the lookups through aiodns (another
 resolver, outside the DNS log) and hash the body on the loop; this keeps the
@@ -27,6 +28,7 @@ from dkim.util import InvalidTagValueList, parse_tag_value
 
 from ..dns.resolver import DnsError, Resolver
 from ..wire import header_section, printable
+from .dkimrsa import rsa_key, verify_common
 
 MAX_SIGNATURES = 5          # more are not checked (each costs a lookup and a body hash)
 MAX_SIGNED_FIELDS = 64      # h= longer than this is refused as permerror (dkimpy's matching is quadratic)
@@ -151,9 +153,12 @@ def _verifier(message: bytes) -> dkim.DKIM | str:
 
 def _verify_one(verifier: dkim.DKIM, signature: _Signature, key: bytes) -> tuple[str, str]:
     try:
-        dkim.evaluate_pk(signature.key_name.encode(), key)
+        rsa_key(key)                          # dkimpy's checks of the record, parsed once per record
     except (dkim.DKIMException, ValueError, TypeError) as exc:
         return "permerror", f"bad key record ({_text(exc)})"
+    common = verify_common(verifier, signature.index, key, MIN_KEY_BITS)
+    if common is not None:
+        return common
     try:
         ok = verifier.verify(signature.index, dnsfunc=lambda name, timeout=5: key)
     except dkim.ValidationError as exc:       # body hash mismatch, expired ...
