@@ -26,7 +26,7 @@ from typing import Protocol
 from ..events import DeliveredLocal, EventBus, Notice, Queued
 from ..store.db import Store
 from ..store.maildir import Maildirs
-from ..store.queue import Queue, new_id
+from ..store.queue import Queue, QueueItem, new_id
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,7 @@ class Intake:
         self.bus = bus
         self.store = store
         self.signer = signer
+        self._signing_problem = ""
 
     async def accept(self, envelope: Envelope, data: bytes, *, msg_id: str | None = None) -> str:
         """Store ``data`` for every recipient durably; returns the message id."""
@@ -108,16 +109,19 @@ class Intake:
                                     recipients=tuple(envelope.remote), size=results[-1].size))
         return msg_id
 
-    async def _spool(self, envelope: Envelope, data: bytes, msg_id: str):
+    async def _spool(self, envelope: Envelope, data: bytes, msg_id: str) -> QueueItem:
         """The queue entry for the remote recipients: signed once, here, then written durably."""
         if self.signer is not None:
             try:
                 data = await self.signer.signature(envelope.sender, data) + data
             except Exception as exc:  # a key that cannot be read or made: the client tries again later
                 log.error("DKIM signing of %s failed: %s", msg_id, exc)
-                self.bus.publish(Notice(level="error", text=f"DKIM signing failed ({exc}); relayed mail "
-                                                            "is refused with 451 until it is fixed"))
+                if str(exc) != self._signing_problem:     # said once, not for every message
+                    self._signing_problem = str(exc)
+                    self.bus.publish(Notice(level="error", text=f"DKIM signing failed ({exc}); relayed "
+                                                                "mail is refused with 451 until it is fixed"))
                 raise StorageError(SIGNING_FAILED) from exc
+            self._signing_problem = ""
         return await self.queue.enqueue(
             envelope.sender, envelope.remote, data, msg_id=msg_id, peer=envelope.peer,
             helo=envelope.helo, smtputf8=envelope.smtputf8, body_8bit=envelope.body_8bit)
