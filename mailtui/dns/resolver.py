@@ -252,6 +252,20 @@ class Resolver:
         self._remember(key, answer)
         return answer
 
+    def peek(self, name: str, rtype: str, *, purpose: str) -> Answer | None:
+        """The cached answer while its TTL lasts (recorded as a cached lookup), else None: nothing is asked.
+
+        For synchronous code on the loop's thread that can use an answer now
+        or not at all (SPF evaluations whose answers are all cached).
+        """
+        name = name.strip().rstrip(".").lower()
+        cached = self._cache.get((name, rtype))
+        if cached is None or cached.expires <= time.time():
+            return None
+        self._cache.move_to_end((name, rtype))
+        self._record(name, rtype, cached.records, cached.rcode, 0.0, True, purpose)
+        return cached
+
     async def txt(self, name: str, *, purpose: str) -> list[bytes]:
         """The TXT records at ``name``, each as one string (its parts joined); [] if none."""
         return list((await self.lookup(name, "TXT", purpose=purpose)).values)
