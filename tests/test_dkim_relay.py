@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import smtplib
+import time
 
 import dkim
 import dns.resolver
@@ -19,7 +20,7 @@ from dnsworld import DNSMASQ, DnsWorld, FakeMX, free_port
 from harness import RunningServer, make_config
 
 from mailtui.events import Deferred, DeliveredRemote, Notice, Queued
-from mailtui.mailauth.dkimkeys import DkimKeys
+from mailtui.mailauth.dkimkeys import RECHECK, DkimKeys
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.skipif(DNSMASQ is None, reason="dnsmasq is not installed")]
 
@@ -108,6 +109,18 @@ def test_signed_once_when_queued_never_again_per_attempt(relay):
     assert signatures(content) == signatures(spooled) and len(signatures(content)) == 1
     assert content == spooled
     assert verifier(world)(content)
+
+
+def test_a_rotation_by_another_process_signs_from_then_on(relay):
+    srv, mx, world = relay
+    send(srv, "alice@example.test", ["carol@remote.test"], message("alice@example.test", "before"))
+    new = DkimKeys(srv.data_dir).rotate("example.test")           # as `mailtui dkim rotate` does
+    time.sleep(RECHECK + 0.1)
+    send(srv, "alice@example.test", ["carol@remote.test"], message("alice@example.test", "after"))
+    srv.wait_for(lambda: len(mx.messages) == 2, timeout=10, what="both deliveries")
+    selectors = [re.search(rb"s=([\w-]+);", re.sub(rb"\s+", b"", signatures(m.content)[0])).group(1).decode()
+                 for m in mx.messages]
+    assert selectors == ["mailtui", new.selector]
 
 
 def test_what_is_not_ours_or_stays_here_is_not_signed(relay):
