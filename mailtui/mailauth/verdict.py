@@ -28,9 +28,9 @@ from ..replies import SmtpReply
 from ..wire import header_section, printable
 from . import authresults
 from .authresults import comment, quote_value
-from .fields import field_values
 from .dkimverify import DkimResult, verify_dkim
 from .dmarccheck import DmarcResult, check_dmarc
+from .fields import field_values
 from .spfcheck import SpfResult, check_spf
 
 QUARANTINE_HEADER = "X-Mailtui-Quarantine"
