@@ -199,7 +199,8 @@ async def test_a_deferred_message_is_retried_now(tmp_path):
         assert await asyncio.to_thread(send, port, "me@example.test", ["you@remote.test"]) == "accepted"
         await pilot.press("4")
         queue = table(app, "queue")
-        await until(pilot, lambda: queue.rows and queue.rows[0].attempts == 1, "the deferred message")
+        await until(pilot, lambda: queue.rows and queue.rows[0].attempts == 1 and not queue.rows[0].in_flight,
+                    "the deferred message")
         shown = screen_text(app)
         assert queue.rows[0].key in shown and re.search(r"in [45]m\d\ds", shown)  # 300 s, with jitter
         assert "queue 1" in shown

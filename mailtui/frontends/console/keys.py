@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from typing import Any, Callable, Coroutine
 
 from textual import events
 from textual.app import App
@@ -24,7 +25,7 @@ from textual.dom import DOMNode
 
 SETTLE_LIMIT = 0.25     # seconds a key may wait for the previous one to be handled
 DIALOG_LIMIT = 1.0      # seconds keys wait for a dialog that was asked for
-POLL = 0.01
+POLL = 0.005
 
 
 class TypeAhead(App[None]):
@@ -34,14 +35,15 @@ class TypeAhead(App[None]):
         super().__init__(*args, **kwargs)
         self._typed: deque[events.Key] = deque()
         self._key_busy = False
-        self._dialog_from: object | None = None    # the screen a dialog was asked for on
+        self._dialog_from: list[object] | None = None   # the screens there were when a dialog was asked for
         self._settling: asyncio.Task | None = None
+        self._round = 0     # which wait is the current one: a superseded wait hands over nothing
 
     def expect_dialog(self) -> None:
         """A dialog is about to open: the keys typed from now on are for it."""
-        self._dialog_from = self.screen
+        self._dialog_from = list(self.screen_stack)
         self._key_busy = True
-        self._start(self._wait_for_dialog())
+        self._start(self._wait_for_dialog)
 
     async def on_event(self, event: events.Event) -> None:
         if not isinstance(event, events.Key) or event.is_forwarded:
@@ -56,36 +58,42 @@ class TypeAhead(App[None]):
         self._key_busy = True
         await super().on_event(event)       # priority bindings, then to the focused widget
         if self._dialog_from is None:
-            self._start(self._settle())
+            self._start(self._settle)
 
-    def _start(self, coroutine) -> None:
+    def _start(self, wait: Callable[[int], Coroutine[Any, Any, None]]) -> None:
         if self._settling is not None:
             self._settling.cancel()
-        self._settling = asyncio.create_task(coroutine)
+        self._round += 1
+        self._settling = asyncio.create_task(wait(self._round))
 
     def _quiet(self) -> bool:
         return self._message_queue.empty() and all(node._message_queue.empty() for node in list(self._registry))
 
-    async def _settle(self) -> None:
+    async def _settle(self, round: int) -> None:
         """Wait until every widget has handled what the last key set off (twice quiet in a row)."""
         loop = asyncio.get_running_loop()
-        deadline, quiet = loop.time() + SETTLE_LIMIT, 0
+        deadline, quiet, looks = loop.time() + SETTLE_LIMIT, 0, 0
         while quiet < 2 and loop.time() < deadline:
-            await asyncio.sleep(0)
+            looks += 1
+            await asyncio.sleep(0 if looks < 50 else POLL)   # a key takes a few turns; then do not spin
             quiet = quiet + 1 if self._quiet() else 0
-        self.call_later(self._next_key)
+        self.call_later(self._next_key, round)
 
-    async def _wait_for_dialog(self) -> None:
+    async def _wait_for_dialog(self, round: int) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + DIALOG_LIMIT
-        while loop.time() < deadline and not (self.screen is not self._dialog_from and self.screen.focused):
+        while loop.time() < deadline and not (self.screen not in (self._dialog_from or ()) and self.screen.focused):
             await asyncio.sleep(POLL)
         self._dialog_from = None
-        await self._settle()
+        await self._settle(round)
 
-    async def _next_key(self) -> None:
+    def on_unmount(self) -> None:
+        if self._settling is not None:
+            self._settling.cancel()
+
+    async def _next_key(self, round: int) -> None:
         """Runs in the app's own message loop, after what the last key queued there."""
-        if self._dialog_from is not None:
+        if round != self._round or self._dialog_from is not None:
             return
         self._key_busy = False
         if self._typed:

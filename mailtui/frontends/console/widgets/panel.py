@@ -15,6 +15,7 @@ from textual.binding import Binding
 from textual.containers import Vertical
 
 from ..dialogs.detail import Detail, DetailView, copy_to_clipboard
+from ..keys import expect_dialog
 from .filter import FilterBar
 from .table import LiveTable
 
@@ -99,6 +100,7 @@ class TablePanel(Vertical):
         if detail is None:
             return
         event.stop()
+        expect_dialog(self)
         table, row = event.table, event.row
 
         def closed(key: str | None) -> None:
