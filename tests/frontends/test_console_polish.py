@@ -10,17 +10,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from test_console import (
-    SceneCore,
-    console,
-    scene,  # noqa: F401  (a fixture)
-    scene_ready,
-    screen_text,
-    send,
-    table,
-    type_text,
-    until,
-)
+import test_console
+from test_console import NOW, console, scene_ready, screen_text, send, table, until
 from textual import events
 from textual.keys import _character_to_key
 from textual.widgets import Input
@@ -29,11 +20,13 @@ from mailtui import events as ev
 from mailtui.frontends.console.dialogs import ClientForm, DetailView, HelpScreen, MailboxForm, MessageView
 from mailtui.frontends.console.model import Counters
 from mailtui.frontends.console.widgets import FilterBar
+from mailtui.frontends.console.widgets import QueuePanel, QueueRow
 from mailtui.frontends.console.widgets.queue import empty_text
 from mailtui.frontends.console.widgets.table import TableState
 from mailtui.frontends.console.widgets.view import Column, Order, RowView
 
 pytestmark = pytest.mark.timeout(30)
+scene = test_console.scene   # the fixture: the console on the stand-in core's fixed scene
 
 
 def notes(app) -> list[str]:
@@ -175,7 +168,7 @@ async def test_enter_opens_a_detail_on_every_panel_and_y_copies(scene):
             assert all(text in shown for text in expected), shown
             await pilot.press("y")
             if copied:
-                assert scene.clipboard == copied and f"Copied" in notes(scene)[-1]
+                assert scene.clipboard == copied and "Copied" in notes(scene)[-1]
             await pilot.press("escape")
             await until(pilot, lambda: scene.screen is not view, "the detail to close")
             await pilot.press("y")                         # y on the panel copies the same
@@ -260,6 +253,26 @@ async def test_at_80x24_a_long_result_wraps_under_the_table(scene):
         await pilot.pause(0.2)
         shown = screen_text(scene)
         assert "is not registered" in shown and "press r to" in shown and "register 203.0.113.5" in shown
+
+
+async def test_at_80x24_the_queue_detail_wraps_and_scrolls(scene):
+    async with scene.run_test(size=(80, 24)) as pilot:
+        await scene_ready(pilot)
+        await pilot.press("4")
+        recipients = tuple((f"user{n}@far-away-domain-{n}.example", "deferred",
+                            f"451 4.4.1 mx{n}.far-away-domain-{n}.example did not answer in time, will try again")
+                           for n in range(6))
+        row = QueueRow(key="19A2B3C4D5E9F0A1B", sender="alice@example.test", recipients=recipients, attempts=3,
+                       next_attempt=NOW + 60, last_error=recipients[0][2], in_flight=False, size=2200,
+                       arrival=NOW - 600)
+        scene.query_one(QueuePanel).show([row])
+        await pilot.pause(0.2)
+        pane = scene.query_one("#queue-panel DetailPane")
+        assert pane.max_scroll_y > 0 and "user5@" not in screen_text(scene)
+        assert "did not answer in time, will try again" in screen_text(scene)   # wrapped, not cut
+        pane.scroll_end(animate=False)
+        await pilot.pause(0.2)
+        assert "user5@far-away-domain-5.example" in screen_text(scene)
 
 
 # -- wording --------------------------------------------------------------------------------------

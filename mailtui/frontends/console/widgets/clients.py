@@ -12,7 +12,6 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.message import Message
-from textual.widgets import Static
 
 from ....admin.registry import Client
 from ....server.stats import Figures
@@ -20,7 +19,7 @@ from ....wire import printable
 from ..dialogs.detail import Detail
 from ..keys import expect_dialog
 from .filter import FilterBar
-from .panel import TablePanel, table_bindings
+from .panel import DetailPane, TablePanel, table_bindings
 from .table import Cell, Column, LiveTable
 
 
@@ -132,7 +131,7 @@ class ClientsPanel(TablePanel):
         with Horizontal(id="clients-columns"):
             yield from self._tables()
         yield FilterBar()
-        yield Static(client_detail(None), id="clients-detail", classes="detail")
+        yield DetailPane(client_detail(None), id="clients-detail")
 
     def _tables(self) -> ComposeResult:
         by_client, by_login = self.client_figures, self.login_figures
@@ -201,7 +200,7 @@ class ClientsPanel(TablePanel):
         row = table.cursor_row
         figures = self.client_figures(row) if isinstance(row, Client) else \
             self.login_figures(row) if isinstance(row, MailboxRow) else NO_FIGURES
-        self.query_one("#clients-detail", Static).update(client_detail(row, figures, self.clock()), layout=False)
+        self.query_one(DetailPane).show(client_detail(row, figures, self.clock()))
 
     def on_live_table_highlighted(self, event: LiveTable.Highlighted) -> None:
         self._detail()

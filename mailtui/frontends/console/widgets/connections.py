@@ -12,14 +12,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
 from textual.reactive import reactive
-from textual.widgets import Static
 
 from ....wire import printable
 from ..dialogs.detail import Detail
 from ..keys import expect_dialog
 from ..model import SessionRow
 from .filter import FilterBar
-from .panel import TablePanel, table_bindings
+from .panel import DetailPane, TablePanel, table_bindings
 from .table import Cell, Column, LiveTable
 
 def address_order(peer: str) -> tuple[int, int, str]:
@@ -139,14 +138,13 @@ class ConnectionsPanel(TablePanel):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._sessions: Sequence[SessionRow] = ()
-        self._shown_detail: Text | None = None
 
     def compose(self) -> ComposeResult:
         yield LiveTable(COLUMNS, session_cells, key=lambda row: row.key, tail=True,
                         version=lambda row: (row.key, row.version),
                         empty="No connections yet", id="connections-table")
         yield FilterBar()
-        yield Static(session_detail(None), id="connections-detail", classes="detail")
+        yield DetailPane(session_detail(None), id="connections-detail")
 
     @property
     def table(self) -> LiveTable:
@@ -159,10 +157,7 @@ class ConnectionsPanel(TablePanel):
         self._detail(self.table.cursor_row)
 
     def _detail(self, row: SessionRow | None) -> None:
-        text = session_detail(row)
-        if text != self._shown_detail:  # a few times a second: redraw only what changed
-            self._shown_detail = text
-            self.query_one("#connections-detail", Static).update(text, layout=False)
+        self.query_one(DetailPane).show(session_detail(row))
 
     def on_live_table_highlighted(self, event: LiveTable.Highlighted) -> None:
         self._detail(event.row)

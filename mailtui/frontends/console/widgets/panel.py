@@ -10,14 +10,56 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.text import Text
 from textual import events
+from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
+from textual.containers import Vertical, VerticalScroll
+from textual.widgets import Static
 
 from ..dialogs.detail import Detail, DetailView, copy_to_clipboard
 from ..keys import expect_dialog
 from .filter import FilterBar
 from .table import LiveTable
+
+
+class DetailPane(VerticalScroll, can_focus=False):
+    """The lines under a table about the row under the cursor: as tall as they need, up to a
+    limit, then they scroll (the mouse wheel; Enter shows everything in a dialog)."""
+
+    DEFAULT_CSS = """
+    DetailPane {
+        height: auto;
+        min-height: 4;
+        max-height: 8;
+        scrollbar-size-vertical: 1;
+        padding: 0 1;
+        background: $boost;
+        border-top: hkey $foreground 15%;
+        color: $foreground;
+        & > Static { height: auto; }
+    }
+    """
+
+    def __init__(self, text: Text, *, id: str | None = None) -> None:
+        super().__init__()
+        self._text = text
+        self._static_id = id
+        self._height = -1
+
+    def compose(self) -> ComposeResult:
+        yield Static(self._text, id=self._static_id)
+
+    def show(self, text: Text) -> None:
+        """Show ``text``; the screen's layout is redone only when its height changes (a few times a
+        second, the cursor following new rows, it mostly does not)."""
+        if text == self._text:
+            return
+        self._text = text
+        width = self.scrollable_content_region.width
+        height = len(text.wrap(self.app.console, width)) if width > 0 else -1
+        self.query_one(Static).update(text, layout=height != self._height or height < 0)
+        self._height = height
 
 
 def table_bindings(*, filter_in_footer: bool = True) -> list[Binding]:

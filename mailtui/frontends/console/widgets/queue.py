@@ -10,7 +10,6 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
-from textual.widgets import Static
 
 from ....store.queue import QueueItem
 from ....wire import printable
@@ -18,7 +17,7 @@ from ..keys import expect_dialog
 from ..model import Counters
 from .connections import clock_time
 from .filter import FilterBar
-from .panel import TablePanel, table_bindings
+from .panel import DetailPane, TablePanel, table_bindings
 from .table import Cell, Column, LiveTable
 
 DETAIL_RECIPIENTS = 6   # recipients the line under the table lists (Enter shows them all)
@@ -134,12 +133,11 @@ class QueuePanel(TablePanel):
     def __init__(self, clock: Callable[[], float] = time.time, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.clock = clock
-        self._shown_detail: Text | None = None
 
     def compose(self) -> ComposeResult:
         yield LiveTable(COLUMNS, self._cells, empty=empty_text(None), id="queue-table")
         yield FilterBar()
-        yield Static(self._detail_text(None), id="queue-detail", classes="detail")
+        yield DetailPane(self._detail_text(None), id="queue-detail")
 
     @property
     def table(self) -> LiveTable:
@@ -191,10 +189,7 @@ class QueuePanel(TablePanel):
         self.table.refresh()
 
     def _detail(self, row: QueueRow | None) -> None:
-        text = self._detail_text(row)
-        if text != self._shown_detail:
-            self._shown_detail = text
-            self.query_one("#queue-detail", Static).update(text, layout=False)
+        self.query_one(DetailPane).show(self._detail_text(row))
 
     def on_live_table_highlighted(self, event: LiveTable.Highlighted) -> None:
         self._detail(event.row)
