@@ -86,6 +86,13 @@ class DataDirLock:
         self._fd = fd
         return True
 
+    def holder(self) -> int | None:
+        """The pid written by the process that holds the lock (None if unknown)."""
+        try:
+            return int(self.path.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
@@ -130,7 +137,9 @@ class Core:
     async def start(self) -> None:
         cfg = self.config
         if not self._lock.acquire():
-            raise AlreadyRunning(f"another mailtui server is using {cfg.server.data_dir}")
+            pid = self._lock.holder()
+            raise AlreadyRunning(f"another mailtui server owns this data directory"
+                                 f"{f' (pid {pid})' if pid else ''}: {cfg.server.data_dir}")
         try:
             await self._start()
         except BaseException:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import io
 import logging
+import os
 import re
 import smtplib
 import socket
@@ -33,6 +34,7 @@ from mailtui.frontends.console.model import MAX_ROWS, ConsoleModel
 from mailtui.frontends.console.widgets import LiveTable
 from mailtui.frontends.console.widgets.table import Column, fit_columns
 from mailtui.server.core import DataDirLock, Listener, open_state
+from mailtui.server.stats import ServerStats
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -197,7 +199,8 @@ async def test_a_deferred_message_is_retried_now(tmp_path):
         assert await asyncio.to_thread(send, port, "me@example.test", ["you@remote.test"]) == "accepted"
         await pilot.press("4")
         queue = table(app, "queue")
-        await until(pilot, lambda: queue.rows and queue.rows[0].attempts == 1, "the deferred message")
+        await until(pilot, lambda: queue.rows and queue.rows[0].attempts == 1 and not queue.rows[0].in_flight,
+                    "the deferred message")
         shown = screen_text(app)
         assert queue.rows[0].key in shown and re.search(r"in [45]m\d\ds", shown)  # 300 s, with jitter
         assert "queue 1" in shown
@@ -218,11 +221,11 @@ async def test_every_clients_key_reaches_its_workflow(tmp_path):
         await pilot.press("2")
         clients, mailboxes = table(app, "clients"), table(app, "mailboxes")
         await until(pilot, lambda: clients.rows and mailboxes.rows, "the rows")
-        for key in ("enter", "e"):
-            await pilot.press(key)
-            form = await until(pilot, lambda: isinstance(app.screen, ClientForm) and app.screen, f"the form ({key})")
+        for keys in (("enter", "e"), ("e",)):   # Enter opens the client's detail, which offers e (edit)
+            await pilot.press(*keys)
+            form = await until(pilot, lambda: isinstance(app.screen, ClientForm) and app.screen, f"the form {keys}")
             assert form.editing == "office"
-            if key == "enter":
+            if len(keys) == 2:
                 await pilot.press("escape")
                 await until(pilot, lambda: not isinstance(app.screen, ClientForm), "the form to close")
         await pilot.press("tab", "tab")   # to the note
@@ -232,9 +235,9 @@ async def test_every_clients_key_reaches_its_workflow(tmp_path):
 
         await pilot.press("tab")
         assert app.focused is mailboxes
-        for key in ("enter", "p"):
-            await pilot.press(key)
-            form = await until(pilot, lambda: isinstance(app.screen, MailboxForm) and app.screen, f"the form ({key})")
+        for keys in (("enter", "p"), ("p",)):
+            await pilot.press(*keys)
+            form = await until(pilot, lambda: isinstance(app.screen, MailboxForm) and app.screen, f"the form {keys}")
             assert form.address == "bob@example.test"
             await pilot.press("escape")
             await until(pilot, lambda: not isinstance(app.screen, MailboxForm), "the form to close")
@@ -296,7 +299,11 @@ async def test_a_second_server_on_the_same_data_is_a_message(tmp_path):
         app = MailtuiApp(make_config(tmp_path / "data"))
         async with app.run_test(size=(100, 30)) as pilot:
             await until(pilot, lambda: app.lifecycle.phase == "failed", "the failure")
-            assert "another mailtui server is using" in screen_text(app)
+            assert f"another mailtui server owns this data directory (pid {os.getpid()})" in screen_text(app)
+            await pilot.press("2", "a")   # what cannot be done says why, truly
+            said = lambda: [n.message for n in app._notifications]  # noqa: E731
+            await until(pilot, lambda: any("owns this data directory" in n for n in said()), "the refusal")
+            assert not any("is not running" in n for n in said())
             await pilot.press("q")
     finally:
         lock.release()
@@ -399,6 +406,8 @@ class SceneCore:
     def __init__(self, config, *, bus: ev.EventBus):
         self.config = config
         self.bus = bus
+        self.stats = ServerStats()
+        bus.add_listener(self.stats.observe)
         self.started = False
         self.listeners = [Listener("smtp", "127.0.0.1:2525", bound="127.0.0.1:2525", server=object()),
                           Listener("pop3", "127.0.0.1:1100", bound="127.0.0.1:1100", server=object())]
@@ -450,6 +459,7 @@ def scene_events() -> list[ev.Event]:
             for m in range(int(result[0])):
                 out.append(ev.MessageAccepted(session=sid, msg_id=f"19A2B3C4D60{n}{m}00", sender="alice@example.test",
                                               recipients=("kim@partner.example",), size=1200, peer=peer,
+                                              client=client, login="alice@example.test" if n == 2 else "",
                                               at=at - 60 * n))
                 out.append(ev.DeliveredRemote(msg_id=f"19A2B3C4D60{n}{m}00", recipient="kim@partner.example",
                                               remote_mta="mx.partner.example", reply="250 2.0.0 queued", at=at))

@@ -35,6 +35,7 @@ from ...server.core import Core
 from .backend import ServerFactory
 from .batch import PANELS, TICK, Batcher, Frame
 from .dialogs import HelpScreen
+from .keys import TypeAhead
 from .lifecycle import ServerLifecycle
 from .model import MAX_ROWS, ConsoleModel
 from .widgets import (
@@ -43,6 +44,7 @@ from .widgets import (
     ConnectionsPanel,
     DnsPanel,
     LiveTable,
+    LogPanel,
     MailboxRow,
     QueuePanel,
     QueueRow,
@@ -52,6 +54,7 @@ from .widgets.status import short_error
 from .workflows import AdminWorkflows
 
 log = logging.getLogger(__name__)
+LOGS = "ActivityLog, LogPanel"   # where the activity is written: the dock and the Log panel
 
 # Textual's dark ANSI palette draws magenta as red; keep it purple, so a delivery
 # attempt or a refusal never reads as a bounce.
@@ -64,7 +67,7 @@ DARK_ANSI = TerminalTheme(
 )
 
 
-class MailtuiApp(AdminWorkflows):
+class MailtuiApp(AdminWorkflows, TypeAhead):
     """``core_factory(config, bus=bus)`` builds the server (tests pass a stand-in)."""
 
     TITLE = "mailtui"
@@ -107,13 +110,13 @@ class MailtuiApp(AdminWorkflows):
             with TabPane("Connections", id="connections"):
                 yield ConnectionsPanel(id="connections-panel")
             with TabPane("Clients", id="clients"):
-                yield ClientsPanel(id="clients-panel")
+                yield ClientsPanel(self.clock, id="clients-panel")
             with TabPane("DNS", id="dns"):
                 yield DnsPanel(id="dns-panel")
             with TabPane("Queue", id="queue"):
                 yield QueuePanel(self.clock, id="queue-panel")
             with TabPane("Log", id="log"):
-                yield ActivityLog(id="log-tab")
+                yield LogPanel(id="log-panel")
         yield ActivityLog(id="log-dock")
         yield Footer()
 
@@ -140,7 +143,7 @@ class MailtuiApp(AdminWorkflows):
         await self.lifecycle.start()
         if self.lifecycle.problem:
             problem = self.lifecycle.problem
-            self.notify(problem, title="The server is not running", severity="error", timeout=60)
+            self.notify(problem, title="Could not start the server", severity="error", timeout=60)
             self._write_note(f"✗ {problem}", "bold red")
         elif self.lifecycle.running:
             listeners = self.core.listeners
@@ -155,7 +158,7 @@ class MailtuiApp(AdminWorkflows):
                 self._write_note(self.intro or self.welcome, "bold")
 
     def _write_note(self, text: str, style: str) -> None:
-        for activity in self.query(ActivityLog):
+        for activity in self.query(LOGS):
             activity.write_note(text, style)
 
     async def on_unmount(self) -> None:
@@ -204,7 +207,7 @@ class MailtuiApp(AdminWorkflows):
             self._show_status()
         if frame.redraw:
             if frame.log or frame.log_skipped:
-                for activity in self.query(ActivityLog):
+                for activity in self.query(LOGS):
                     activity.write_events(frame.log, frame.log_skipped)
             self._sync(self.active_panel)
 
@@ -239,12 +242,14 @@ class MailtuiApp(AdminWorkflows):
         if not self.batch.take(panel):
             return
         if panel == "connections":
+            if self.model.registry_stale and self.lifecycle.running:   # a registration ends "press r" hints
+                self.model.reconcile(self.core.admin.registry.clients())
             self.query_one(ConnectionsPanel).show(list(self.model.sessions.values()))
         elif panel == "dns":
             self.query_one(DnsPanel).show(list(self.model.dns))
         elif panel == "queue":
             items = self.core.queue.items()
-            self.query_one(QueuePanel).show([QueueRow.of(item) for item in items[:MAX_ROWS]])
+            self.query_one(QueuePanel).show([QueueRow.of(item) for item in items[:MAX_ROWS]], self.model.counters)
         elif panel == "clients":
             self.run_worker(self._load_registry(), group="registry", exclusive=True, exit_on_error=False)
 
@@ -253,7 +258,7 @@ class MailtuiApp(AdminWorkflows):
         clients = list(registry.clients())
         addresses = [m.address for m in registry.mailboxes()]
         panel = self.query_one(ClientsPanel)
-        panel.show(clients, [MailboxRow(a) for a in addresses])
+        panel.show(clients, [MailboxRow(a) for a in addresses], self.core.stats.totals)
         counts = await asyncio.to_thread(lambda: [maildirs.count(a) for a in addresses])
         panel.show(clients, [MailboxRow(a, n) for a, n in zip(addresses, counts)])
 

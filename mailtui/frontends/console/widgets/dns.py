@@ -2,26 +2,29 @@
 
 from __future__ import annotations
 
+import time
 from typing import Sequence
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
 from textual.reactive import reactive
 
 from ....events import DnsLookup
 from ....wire import printable
+from ..dialogs.detail import Detail
 from .connections import clock_time
+from .filter import FilterBar
+from .panel import TablePanel, table_bindings
 from .table import Cell, Column, LiveTable
 
 COLUMNS = (
-    Column("time", "Time", 8),
+    Column("time", "Time", 8, sort=lambda e: e.at),
     Column("name", "Name", 22),
     Column("type", "Type", 4),
     Column("rcode", "Rcode", 8),
     Column("answer", "Answer", 16, flex=True),
-    Column("took", "Took", 7, justify="right"),
+    Column("took", "Took", 7, justify="right", sort=lambda e: -1.0 if e.cached else e.duration),
     Column("cached", "Cached", 6, drop=1),
 )
 
@@ -44,8 +47,17 @@ def dns_cells(event: DnsLookup) -> dict[str, Cell]:
     }
 
 
-class DnsPanel(Vertical):
-    BINDINGS = [Binding("c", "hide_cached", "Hide cached")]
+def lookup_fields(event: DnsLookup) -> list[tuple[str, str | Text]]:
+    """Everything the DNS panel knows of a lookup, for its detail view."""
+    at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event.at))
+    took = "answered from the cache" if event.cached else f"{event.duration * 1000:.1f} ms from the nameserver"
+    return [("Question", f"{event.name} {event.rtype}"), ("Rcode", rcode_text(event.rcode)),
+            ("Answer", "\n".join(printable(a) for a in event.answer) or Text("none", style="dim")),
+            ("Took", took), ("Time", at)]
+
+
+class DnsPanel(TablePanel):
+    BINDINGS = [Binding("c", "hide_cached", "Hide cached"), *table_bindings()]
 
     hide_cached: reactive[bool] = reactive(False, init=False)
 
@@ -58,6 +70,7 @@ class DnsPanel(Vertical):
                         version=lambda e: (e.at, e.name, e.rtype, e.rcode, e.duration, e.cached),
                         empty="No DNS lookups yet: they happen when mail leaves for other domains",
                         id="dns-table")
+        yield FilterBar()
 
     @property
     def table(self) -> LiveTable:
@@ -66,6 +79,12 @@ class DnsPanel(Vertical):
     def show(self, lookups: Sequence[DnsLookup]) -> None:
         self._lookups = lookups
         self.table.set_rows([e for e in lookups if not e.cached] if self.hide_cached else lookups)
+
+    def detail(self, table: LiveTable, row: DnsLookup) -> Detail:
+        return Detail(f"DNS {row.rtype} {row.name}", lookup_fields(row), copy=("name", row.name))
+
+    def copy_value(self, table: LiveTable, row: DnsLookup) -> tuple[str, str]:
+        return "name", row.name
 
     def action_hide_cached(self) -> None:
         self.hide_cached = not self.hide_cached
