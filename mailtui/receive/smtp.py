@@ -444,6 +444,6 @@ class SmtpSession(Engine):
         self.messages += 1
         self.ctx.bus.publish(MessageAccepted(session=self.sid, msg_id=msg_id, sender=envelope.sender,
                                              recipients=tuple(envelope.recipients), size=len(data),
-                                             peer=self.ip, proto=self.proto, store_seconds=time.monotonic() - self.data_ended,
-                                             client=self.network_client, login=self.login))
+                                             peer=self.ip, proto=self.proto, client=self.network_client,
+                                             login=self.login, store_seconds=time.monotonic() - self.data_ended))
         await self.push(f"250 2.0.0 OK: queued as {msg_id}")

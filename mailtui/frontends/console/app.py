@@ -251,7 +251,7 @@ class MailtuiApp(AdminWorkflows, TypeAhead):
             items = self.core.queue.items()
             self.query_one(QueuePanel).show([QueueRow.of(item) for item in items[:MAX_ROWS]], self.model.counters)
         elif panel == "clients":
-            self.run_worker(self._load_registry(), group="registry", exclusive=True, exit_on_error=False)
+            self.run_worker(self._load_registry, group="registry", exclusive=True, exit_on_error=False)
 
     async def _load_registry(self) -> None:
         registry, maildirs = self.core.admin.registry, self.core.admin.maildirs
