@@ -44,7 +44,10 @@ def build_parser() -> Parser:
                                                     "else embedded defaults)")
     p.add_argument("--version", action="version", version=f"mailtui {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    sub.add_parser("console", help="open the console (the default)")
+    console = sub.add_parser("console", help="open the console (the default): attached to the running server, "
+                                             "or running one of its own")
+    console.add_argument("--attach", action="store_true",
+                         help="only attach to a running server, never run one (waits for it)")
     sub.add_parser("serve", help="run the server headless, printing events")
     demo = sub.add_parser("demo", help="open the console on a self-contained loopback world")
     demo.add_argument("--headless", action="store_true", help="print events instead of opening the console")
@@ -306,10 +309,10 @@ def cmd_serve(config: Config) -> None:
     serve(config)
 
 
-def cmd_console(config: Config) -> None:
+def cmd_console(config: Config, attach_only: bool = False) -> None:
     from .console.runner import run_console
 
-    run_console(config)
+    run_console(config, attach_only=attach_only)
 
 
 def cmd_demo(config: Config, args) -> None:
@@ -327,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         if command == "serve":
             cmd_serve(config)
         elif command == "console":
-            cmd_console(config)
+            cmd_console(config, getattr(args, "attach", False))
         elif command == "demo":
             cmd_demo(config, args)
         elif command == "config":

@@ -47,6 +47,7 @@ class SessionRow:
     messages: int = 0
     closed: bool = False
     version: int = 0       # bumped on every change (the table redraws a row only when it changed)
+    history: bool = False  # from the stored log, from before this console started (drawn dimmed)
 
     @property
     def outcome(self) -> str:
@@ -71,6 +72,11 @@ class SessionRow:
     def can_register(self) -> bool:
         """An SMTP peer that no registered network covers."""
         return self.proto == "smtp" and not self.client and bool(self.peer)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredLookup(ev.DnsLookup):
+    """A DNS lookup from the stored log, from before this console started (drawn dimmed)."""
 
 
 @dataclass
@@ -133,6 +139,20 @@ class ConsoleModel:
         self.dns: deque[ev.DnsLookup] = deque(maxlen=max_rows)
         self.counters = Counters()
         self.rate = Rate()
+
+    def restart(self, counters: Counters) -> None:
+        """Start over (a new snapshot of an attached server): no rows, the server's own totals."""
+        self.sessions.clear()
+        self.dns.clear()
+        self.counters = counters
+
+    def add_history(self, sessions: Iterable[SessionRow], lookups: Iterable[ev.DnsLookup]) -> None:
+        """Stored rows, oldest first, go before the live ones (the bounds still hold)."""
+        live = list(self.sessions.values())
+        self.sessions.clear()
+        for row in [*sessions, *live][-self.max_rows:]:
+            self.sessions[row.key] = row
+        self.dns = deque([*lookups, *self.dns], maxlen=self.max_rows)
 
     def apply(self, events: Iterable[ev.Event]) -> Changes:
         changes = Changes()

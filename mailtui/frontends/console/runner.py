@@ -61,9 +61,12 @@ async def run_app(app: MailtuiApp, **kwargs: Any) -> None:
             await app.lifecycle.stop()
 
 
-def run_console(config: Config) -> None:
-    app = MailtuiApp(config, handle_signals=True)
+def run_console(config: Config, *, attach_only: bool = False) -> None:
+    """The console: attached to the running server, or running its own (never, with ``attach_only``)."""
+    app = MailtuiApp(config, handle_signals=True, attach_only=attach_only)
     run(run_app(app))
+    if app.lifecycle.attached:   # the server is another process's: its troubles are its own
+        return
     for listener in app.core.listeners:
         if listener.error:
             print(f"mailtui: {listener.proto.upper()} could not listen on {listener.address}: "
