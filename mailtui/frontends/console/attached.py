@@ -38,6 +38,7 @@ from .batch import Attached, ViewsChanged
 log = logging.getLogger(__name__)
 
 REFETCH = 1.0           # seconds between two fetches of the same view
+GATHER = 0.2            # seconds a burst of events gathers before a view is fetched
 BACKOFF = (0.2, 0.5, 1.0, 2.0, 3.0)   # seconds between attempts to attach again
 
 
@@ -139,10 +140,12 @@ class AttachedServer:
         self.state: State = "attaching"
         self.reason = ""
         self.started = False
+        self.attaches = 0                # snapshots taken (more than one: it fell behind, or the server came back)
         self.on_state: Callable[[State, str], None] = lambda state, reason: None
         self._task: asyncio.Task | None = None
         self._writer: asyncio.StreamWriter | None = None
-        self._due: dict[str, asyncio.TimerHandle] = {}
+        self._fetching: dict[str, asyncio.Task] = {}
+        self._stale: set[str] = set()
 
     @property
     def pid(self) -> int:
@@ -156,8 +159,8 @@ class AttachedServer:
     async def stop(self) -> None:
         """Detach; the server runs on."""
         self.started = False
-        for handle in self._due.values():
-            handle.cancel()
+        for task in list(self._fetching.values()):
+            task.cancel()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -192,6 +195,7 @@ class AttachedServer:
                 await asyncio.sleep(BACKOFF[0])
 
     def _take(self, snapshot: dict) -> None:
+        self.attaches += 1
         self.status = snapshot.get("status", {})
         self.listeners = [RemoteListener.of(row) for row in self.status.get("listeners", [])]
         self.queue.take(snapshot.get("queue", {}))
@@ -223,19 +227,26 @@ class AttachedServer:
             self._refetch("registry")
 
     def _refetch(self, part: str) -> None:
-        """Fetch ``part`` again soon, once for a burst of events."""
-        if part not in self._due:
-            loop = asyncio.get_running_loop()
-            self._due[part] = loop.call_later(0.2, lambda: asyncio.ensure_future(self._fetch(part)))
+        """Fetch ``part`` again soon: once for a burst of events, and at most once a second."""
+        if part in self._fetching:
+            self._stale.add(part)        # the fetch under way may be too early: one more after it
+            return
+        self._fetching[part] = asyncio.create_task(self._fetch(part), name=f"fetch-{part}")
 
     async def _fetch(self, part: str) -> None:
         try:
-            snapshot = await control.request(self.config.server.data_dir, "snapshot", {"parts": [part]})
-        except Exception as exc:   # the stream notices a server that went away; nothing to add here
-            log.debug("fetching %s failed: %s", part, exc)
-        else:
-            getattr(self.queue if part == "queue" else self.admin.registry, "take")(snapshot.get(part, {}))
-            self.bus.publish(ViewsChanged(panels=REFETCH_PARTS[part]))
+            while True:
+                await asyncio.sleep(GATHER)
+                self._stale.discard(part)
+                try:
+                    snapshot = await control.request(self.config.server.data_dir, "snapshot", {"parts": [part]})
+                except Exception as exc:   # the stream notices a server that went away; nothing to add here
+                    log.debug("fetching %s failed: %s", part, exc)
+                else:
+                    (self.queue if part == "queue" else self.admin.registry).take(snapshot.get(part, {}))
+                    self.bus.publish(ViewsChanged(panels=REFETCH_PARTS[part]))
+                await asyncio.sleep(REFETCH - GATHER)
+                if part not in self._stale:
+                    return
         finally:
-            await asyncio.sleep(REFETCH)   # at most one fetch of a part a second
-            self._due.pop(part, None)
+            self._fetching.pop(part, None)
