@@ -32,6 +32,10 @@ class ControlError(Exception):
     pass
 
 
+class Unreachable(ControlError):
+    """Nothing answers on the socket: no server runs (or it is starting, or stopping)."""
+
+
 def socket_path(data_dir: Path) -> Path:
     return Path(data_dir) / "control.sock"
 
@@ -158,7 +162,7 @@ async def request(data_dir: Path, op: str, args: dict[str, Any] | None = None, t
     try:
         answer = await asyncio.wait_for(exchange(), timeout)
     except (OSError, asyncio.TimeoutError) as exc:
-        raise ControlError(f"cannot reach the running server at {path}: "
+        raise Unreachable(f"cannot reach the running server at {path}: "
                            f"{getattr(exc, 'strerror', None) or 'no answer'}") from None
     try:
         reply = json.loads(answer)
@@ -175,7 +179,7 @@ async def open_stream(data_dir: Path, timeout: float = 10.0) -> tuple[asyncio.St
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path), limit=STREAM_LIMIT), timeout)
     except (OSError, asyncio.TimeoutError) as exc:
-        raise ControlError(f"cannot reach the running server at {path}: "
+        raise Unreachable(f"cannot reach the running server at {path}: "
                            f"{getattr(exc, 'strerror', None) or 'no answer'}") from None
     try:
         writer.write(b'{"op":"attach"}\n')

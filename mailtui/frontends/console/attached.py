@@ -181,7 +181,7 @@ class AttachedServer:
                 if self.state != "lost":   # (a server that said goodbye keeps its words on screen)
                     path = control.socket_path(self.config.server.data_dir)
                     self._set("lost", f"no mail server answers on {path}"
-                              if "No such file" in str(exc) or "refused" in str(exc) else str(exc))
+                              if isinstance(exc, control.Unreachable) else str(exc))
                 await asyncio.sleep(BACKOFF[min(tries, len(BACKOFF) - 1)])
                 tries += 1
                 continue
@@ -207,6 +207,8 @@ class AttachedServer:
         try:
             async for line in reader:
                 data = json.loads(line)
+                if not isinstance(data, dict):
+                    continue
                 if "type" not in data:
                     for word in ("resync", "bye"):
                         if word in data:
