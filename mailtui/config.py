@@ -106,6 +106,14 @@ class Pop3Config:
 
 
 @dataclass(frozen=True)
+class SubmissionConfig:
+    """Message submission for mail clients (RFC 6409); limits and timeouts are ``[smtp]``'s."""
+
+    listen: tuple[Endpoint, ...] = ()       # STARTTLS, like port 587
+    tls_listen: tuple[Endpoint, ...] = ()   # implicit TLS (RFC 8314), like port 465
+
+
+@dataclass(frozen=True)
 class TlsConfig:
     cert_file: str = ""
     key_file: str = ""
@@ -136,6 +144,30 @@ class PolicyConfig:
 
 
 @dataclass(frozen=True)
+class DkimConfig:
+    selector: str = "mailtui"      # selector of each domain's first key (rotation makes new ones)
+    sign: bool = True              # sign mail relayed from senders in local domains
+
+
+DMARC_ACTIONS = ("reject", "quarantine", "accept")
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    check_inbound: bool = True     # SPF, DKIM and DMARC on mail from outside
+    dmarc_reject: str = "reject"   # what a DMARC failure under p=reject gets
+    dmarc_quarantine: str = "quarantine"
+    check_timeout: float = 20.0    # seconds for all the checks of one message (RFC 7208 4.6.4)
+
+
+@dataclass(frozen=True)
+class MtaStsConfig:
+    enforce: bool = True           # honour recipient domains' MTA-STS policies
+    ca_file: str = ""              # PEM bundle to trust; "" = the system trust store
+    fetch_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
 class LogsConfig:
     max_connections: int = 2000
     max_dns: int = 2000
@@ -153,10 +185,14 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     pop3: Pop3Config = field(default_factory=Pop3Config)
+    submission: SubmissionConfig = field(default_factory=SubmissionConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    dkim: DkimConfig = field(default_factory=DkimConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    mta_sts: MtaStsConfig = field(default_factory=MtaStsConfig)
     logs: LogsConfig = field(default_factory=LogsConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     source: str = "embedded defaults"
@@ -170,9 +206,9 @@ class Config:
 
 
 _SECTION_CLASSES = {
-    "server": ServerConfig, "smtp": SmtpConfig, "pop3": Pop3Config, "tls": TlsConfig,
-    "dns": DnsConfig, "delivery": DeliveryConfig, "policy": PolicyConfig, "logs": LogsConfig,
-    "metrics": MetricsConfig,
+    "server": ServerConfig, "smtp": SmtpConfig, "pop3": Pop3Config, "submission": SubmissionConfig,
+    "tls": TlsConfig, "dns": DnsConfig, "delivery": DeliveryConfig, "policy": PolicyConfig, "dkim": DkimConfig,
+    "auth": AuthConfig, "mta_sts": MtaStsConfig, "logs": LogsConfig, "metrics": MetricsConfig,
 }
 
 
@@ -213,6 +249,17 @@ def _domain(value: str, key: str) -> str:
         raise ConfigError(f"{key}: {value!r} is not a valid domain ({exc})") from None
 
 
+def _selector(value: Any, key: str) -> str:
+    """A DKIM selector: one or more DNS labels of letters, digits and hyphens (RFC 6376 3.1)."""
+    text = _string(value, key).strip().lower()
+    labels = text.split(".")
+    if not text or len(text) > 63 or not all(
+            label and label[0] != "-" and label[-1] != "-" and all(c.isascii() and (c.isalnum() or c == "-")
+                                                              for c in label) for label in labels):
+        raise ConfigError(f"{key}: {value!r} is not a valid DKIM selector (letters, digits, hyphens)")
+    return text
+
+
 def _convert(section: str, name: str, value: Any) -> Any:
     key = f"{section}.{name}"
     cls = _SECTION_CLASSES[section]
@@ -232,9 +279,16 @@ def _convert(section: str, name: str, value: Any) -> Any:
         if text and "@" not in text:
             raise ConfigError(f"{key}: expected a mailbox address, got {value!r}")
         return text
-    if name in ("listen", "nameservers"):
-        items = _string_list(value, key)
-        if name == "listen" and not items and section != "metrics":
+    if section == "dkim" and name == "selector":
+        return _selector(value, key)
+    if section == "auth" and name in ("dmarc_reject", "dmarc_quarantine"):
+        text = _string(value, key).strip().lower()
+        if text not in DMARC_ACTIONS:
+            raise ConfigError(f"{key}: expected one of {', '.join(DMARC_ACTIONS)}, got {value!r}")
+        return text
+    if name in ("listen", "tls_listen", "nameservers"):
+        items = _string_list(value, key)      # tls_listen, submission.listen, metrics.listen: may be empty
+        if name == "listen" and not items and section not in ("submission", "metrics"):
             raise ConfigError(f"{key}: at least one address is needed")
         return tuple(parse_endpoint(v, key, 53 if name == "nameservers" else None) for v in items)
     if name == "retry_intervals":

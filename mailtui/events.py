@@ -103,6 +103,7 @@ class AuthSucceeded(Event):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MessageAccepted(Event):
     session: str
+    proto: str = "smtp"   # the service that took it: "smtp" (port 25) or "submission"
     msg_id: str
     sender: str
     recipients: tuple[str, ...]
@@ -147,6 +148,7 @@ class DnsLookup(Event):
     rcode: str
     duration: float
     cached: bool = False
+    purpose: str = ""              # why it was asked: MX, SPF, DKIM, DMARC, MTA-STS, CHECK
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

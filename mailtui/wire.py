@@ -7,6 +7,7 @@ and endpoints are written the same way everywhere (``[v6]:port``).
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")   # C0, DEL, C1; surrogates = bytes not UTF-8
@@ -60,3 +61,17 @@ def peer_of(peername: object) -> tuple[str, str]:
         return ip, hostport(ip, peername[1])
     text = str(peername or "?")
     return text, text
+
+
+def is_loopback(ip: str) -> bool:
+    """Whether ``ip`` is this machine (127.0.0.0/8, ::1, or 127.x.y.z mapped into IPv6).
+
+    The one place a password may travel outside TLS, as Dovecot allows by default.
+    """
+    try:
+        addr = ipaddress.ip_address(ip.split("%")[0])
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+        addr = addr.ipv4_mapped
+    return addr.is_loopback

@@ -1,7 +1,10 @@
 """A small Internet on 127.0.0.0/8 for delivery tests: real DNS, fake mail hosts.
 
 * :class:`DnsWorld` runs ``dnsmasq`` on 127.0.0.1 and a free port with the
-  records given (all names under ``.test`` not listed answer NXDOMAIN);
+  records given: MX, A/AAAA (with their PTR), TXT, PTR, CNAME, SRV; all
+  names under ``.test`` (and ``127.in-addr.arpa``) not listed answer
+  NXDOMAIN, and names under a ``silent`` zone are forwarded to a socket that
+  never answers (a DNS timeout);
 * :class:`FakeMX` serves aiosmtpd's SMTP protocol on one loopback address
   (127.0.0.2, 127.0.0.3 ...), accepting, deferring or rejecting recipients
   by their local part, and records what it received;
@@ -75,13 +78,32 @@ def free_port(hosts: tuple[str, ...] = ("127.0.0.1",), udp: bool = False) -> int
 
 # -- DNS ---------------------------------------------------------------------
 
+TxtValue = str | tuple[str, ...]   # one TXT record: a string (dnsmasq splits it at 255) or its parts
+
+
+def _quoted(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 @dataclass
 class DnsWorld:
-    """dnsmasq answering for ``.test`` (and only that); stop() when done."""
+    """dnsmasq answering for ``.test`` (and only that); stop() when done.
+
+    ``hosts`` entries are ``(name, address)`` (IPv4 or IPv6; a name listed
+    twice gets both); each also answers the address's PTR with the name.
+    ``txt`` entries are ``(name, value)``, one TXT record each; ``ptr``
+    ``(reverse name, target)``; ``cname`` ``(alias, target)``; ``srv``
+    ``(_service._proto.domain, target, port, priority, weight)``.
+    """
 
     mx: tuple[tuple[str, str, int], ...] = STANDARD_MX
     hosts: tuple[tuple[str, str], ...] = STANDARD_HOSTS
     null_mx: tuple[str, ...] = STANDARD_NULL_MX
+    txt: tuple[tuple[str, TxtValue], ...] = ()
+    ptr: tuple[tuple[str, str], ...] = ()
+    cname: tuple[tuple[str, str], ...] = ()
+    srv: tuple[tuple[str, str, int, int, int], ...] = ()
+    silent: tuple[str, ...] = ()
     zone: str = "test"
     ttl: int = 60
     port: int = 0
@@ -93,18 +115,49 @@ class DnsWorld:
 
     def args(self) -> list[str]:
         args = [DNSMASQ or "dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts",
-                "--conf-file=/dev/null", "--listen-address=127.0.0.1", "--bind-interfaces",
-                f"--port={self.port}", f"--local=/{self.zone}/", f"--local-ttl={self.ttl}",
-                "--cache-size=0", "--pid-file="]
+                f"--conf-file={self._conf_file()}", "--listen-address=127.0.0.1", "--bind-interfaces",
+                f"--port={self.port}", f"--local=/{self.zone}/", "--local=/127.in-addr.arpa/",
+                f"--local-ttl={self.ttl}", "--cache-size=0", "--pid-file="]
         args += [f"--mx-host={domain},{host},{pref}" for domain, host, pref in self.mx]
         args += [f"--mx-host={domain},.,0" for domain in self.null_mx]
         args += [f"--host-record={name},{address}" for name, address in self.hosts]
+        args += [f"--txt-record={name},{value}" for name, value in self._plain_txt()]
+        args += [f"--ptr-record={name},{target}" for name, target in self.ptr]
+        args += [f"--cname={alias},{target}" for alias, target in self.cname]
+        args += [f"--srv-host={name},{target},{port},{prio},{weight}"
+                 for name, target, port, prio, weight in self.srv]
+        if self.silent:
+            args += [f"--server=/{zone}/127.0.0.1#{self._silent_port}" for zone in self.silent]
         return args
+
+    def _plain_txt(self) -> list[tuple[str, str]]:
+        """TXT records of one string with no quote, comma or backslash: these go on the command line,
+        which (unlike dnsmasq's config file) takes lines of any length."""
+        return [(name, value) for name, value in self.txt
+                if isinstance(value, str) and not any(c in value for c in ',"\\')]
+
+    def _conf_file(self) -> str:
+        """Other TXT records go in a config file: only there does dnsmasq read quoted strings."""
+        if getattr(self, "_conf", None) is None:
+            lines = []
+            plain = self._plain_txt()
+            for name, value in self.txt:
+                if (name, value) in plain:
+                    continue
+                parts = (value,) if isinstance(value, str) else value
+                lines.append(f"txt-record={name}," + ",".join(_quoted(p) for p in parts))
+            self._conf = tempfile.NamedTemporaryFile("w", prefix="dnsworld-", suffix=".conf")
+            self._conf.write("\n".join(lines) + "\n")
+            self._conf.flush()
+        return self._conf.name
 
     def start(self, timeout: float = 5.0) -> "DnsWorld":
         if DNSMASQ is None:
             raise RuntimeError("dnsmasq is not installed")
         last = ""
+        if self.silent and getattr(self, "_silent_socket", None) is None:
+            self._silent_socket = silent_udp_socket()
+            self._silent_port = self._silent_socket.getsockname()[1]
         for _ in range(3):  # the free port may be taken before dnsmasq binds it
             self.port = free_port(udp=True)
             self._log = tempfile.TemporaryFile()
@@ -153,12 +206,27 @@ class DnsWorld:
         log = getattr(self, "_log", None)
         if log is not None:
             log.close()
+        silent = getattr(self, "_silent_socket", None)
+        if silent is not None:
+            silent.close()
+            self._silent_socket = None
+        conf = getattr(self, "_conf", None)
+        if conf is not None:
+            conf.close()
+            self._conf = None
 
     def __enter__(self) -> "DnsWorld":
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def silent_udp_socket(host: str = "127.0.0.1") -> socket.socket:
+    """A bound UDP socket nobody reads: a nameserver that never answers (close it when done)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((host, 0))
+    return sock
 
 
 # -- fake mail hosts ---------------------------------------------------------

@@ -22,6 +22,7 @@ from mailtui.events import Event, EventBus
 from mailtui.server.core import Core
 
 PASSWORD = "correct horse battery"
+SUBMISSION = {"listen": ["127.0.0.1:0"], "tls_listen": ["127.0.0.1:0"]}   # make_config(..., submission=SUBMISSION)
 
 
 def make_config(data_dir: Path, **sections: dict[str, Any]) -> Config:
@@ -106,6 +107,16 @@ class RunningServer:
     @property
     def pop3_port(self) -> int:
         return self.core.port("pop3")
+
+    @property
+    def submission_port(self) -> int:
+        """The STARTTLS submission listener (587-style); needs ``submission=SUBMISSION``."""
+        return self.core.port("submission")
+
+    @property
+    def submissions_port(self) -> int:
+        """The implicit-TLS submission listener (465-style)."""
+        return self.core.port("submissions")
 
     @property
     def data_dir(self) -> Path:

@@ -8,7 +8,6 @@ should not be, and a server that goes on serving the next client.
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
 import socket
@@ -18,7 +17,7 @@ import time
 
 import pytest
 from harness import PASSWORD, RunningServer, make_config, tls_context
-from wire import Dialog
+from wire import Dialog, auth_plain
 
 from mailtui.events import AuthFailed, ConnectionClosed, MessageAccepted
 
@@ -310,10 +309,6 @@ def test_starttls_command_injection_is_discarded(server):
         assert c.cmd("RCPT TO:<far@remote.test>").startswith(b"503")  # no transaction survived
         assert c.cmd("STARTTLS")[:3] in (b"554", b"503")  # and no second STARTTLS
     assert len(server.core.queue) == 0 and not server.events_of(MessageAccepted)
-
-
-def auth_plain(login: str, password: str) -> str:
-    return "AUTH PLAIN " + base64.b64encode(f"\0{login}\0{password}".encode()).decode()
 
 
 def test_failed_auth_is_prompt_then_slowed_and_logged(strict, caplog):

@@ -6,7 +6,7 @@ import pytest
 
 from mailtui.admin.throttle import MAX_DELAY, LoginThrottle
 from mailtui.replies import enhanced_status
-from mailtui.wire import header_section, hostport, normalize_crlf, peer_of, printable
+from mailtui.wire import header_section, hostport, is_loopback, normalize_crlf, peer_of, printable
 
 
 @pytest.mark.parametrize("code, message, status", [
@@ -70,6 +70,15 @@ def test_hostport_and_peer_of():
     assert hostport("::1", 25) == "[::1]:25"
     assert peer_of(("::1", 1100, 0, 0)) == ("::1", "[::1]:1100")
     assert peer_of(None) == ("?", "?")
+
+
+@pytest.mark.parametrize("ip, loopback", [
+    ("127.0.0.1", True), ("127.5.6.7", True), ("::1", True), ("::ffff:127.0.0.1", True),
+    ("192.0.2.1", False), ("10.0.0.1", False), ("::ffff:192.0.2.1", False), ("2001:db8::1", False),
+    ("::", False), ("0.0.0.0", False), ("fe80::1%lo", False), ("?", False), ("", False), ("localhost", False),
+])
+def test_is_loopback(ip, loopback):
+    assert is_loopback(ip) is loopback
 
 
 def test_login_throttle_doubles_up_to_a_cap_and_forgets():

@@ -3,6 +3,8 @@ hosts that record exactly what came over the wire or never answer at all.
 
 * :class:`Dialog` is a blocking line client on a real socket: it sends exact
   bytes and reads whole (multi-line) replies, with a timeout on every read;
+  :func:`ready_dialog` opens one ready for MAIL on port 25 or either
+  submission port;
 * :class:`RawMX` is a minimal SMTP server in its own thread and event loop that
   keeps the DATA section as sent (dot-stuffing and line endings included);
 * :class:`SilentMX` accepts TCP connections (the kernel does, from its backlog)
@@ -14,9 +16,11 @@ Everything listens and connects on 127.0.0.0/8 only.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import re
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,11 +35,20 @@ class Dialog:
     """One SMTP (or POP3) connection driven line by line."""
 
     def __init__(self, port: int, host: str = "127.0.0.1", *, source: str | None = None,
-                 greeting: bool = True, timeout: float = WAIT):
+                 greeting: bool = True, timeout: float = WAIT, tls: ssl.SSLContext | None = None):
         self.sock = socket.create_connection((host, port), timeout=timeout,
                                              source_address=(source, 0) if source else None)
+        if tls is not None:   # implicit TLS (RFC 8314): the handshake comes before the greeting
+            self.sock = tls.wrap_socket(self.sock)
         self.file = self.sock.makefile("rb")
         self.greeting = self.reply() if greeting else b""
+
+    def starttls(self, context: ssl.SSLContext) -> None:
+        """STARTTLS, then go on inside TLS."""
+        reply = self.cmd("STARTTLS")
+        assert reply.startswith(b"220"), reply
+        self.sock = context.wrap_socket(self.sock)
+        self.file = self.sock.makefile("rb")
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
@@ -94,6 +107,34 @@ class Dialog:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def auth_plain(login: str, password: str) -> str:
+    """An SMTP ``AUTH PLAIN`` command with its initial response."""
+    return "AUTH PLAIN " + base64.b64encode(f"\0{login}\0{password}".encode()).decode()
+
+
+SERVICES = ("smtp", "submission", "submissions")   # port 25; 587-style STARTTLS; 465-style implicit TLS
+
+
+def ready_dialog(srv, service: str, login: str, password: str, tls: ssl.SSLContext) -> tuple[Dialog, str]:
+    """A Dialog on ``service`` past EHLO (and STARTTLS and AUTH on submission), and the sender to use.
+
+    On port 25 ``srv`` must treat loopback as a registered network; the
+    sender is then a stranger's address, on submission ``login`` itself.
+    """
+    if service == "smtp":
+        c = Dialog(srv.smtp_port)
+        c.ehlo()
+        return c, "a@remote.test"
+    c = Dialog(srv.submissions_port, tls=tls) if service == "submissions" else Dialog(srv.submission_port)
+    c.ehlo()
+    if service == "submission":
+        c.starttls(tls)
+        c.ehlo()
+    reply = c.cmd(auth_plain(login, password))
+    assert reply.startswith(b"235 2.7.0"), reply
+    return c, login
 
 
 def stuff(data: bytes) -> bytes:

@@ -1,13 +1,20 @@
-"""Finding the mail hosts of a domain (RFC 5321 section 5.1, RFC 7505).
+"""The one resolver: every DNS question mailtui asks goes through it.
 
-``Resolver.mail_hosts(domain)`` answers with the hosts to try, best first,
-each with its addresses (IPv4 first), or raises a :class:`DnsError` whose
-``status`` is the RFC 3463 code to record: permanent (the domain does not
-exist, or says it takes no mail) or temporary (the DNS could not answer now).
+``Resolver.mail_hosts(domain)`` finds the mail hosts of a domain (RFC 5321
+section 5.1, RFC 7505): the hosts to try, best first, each with its addresses
+(IPv4 first), or a :class:`DnsError` whose ``status`` is the RFC 3463 code to
+record: permanent (the domain does not exist, or says it takes no mail) or
+temporary (the DNS could not answer now).
+
+``Resolver.lookup(name, rtype, purpose=...)`` answers any other question
+(TXT for SPF, DKIM, DMARC and MTA-STS; A/AAAA; PTR through ``reverse``) with
+an :class:`Answer`: NXDOMAIN and "no records" are answers, not errors; only a
+DNS that cannot answer now raises :class:`TemporaryDnsError`.
 
 Every lookup, answered from the cache or not, is published as a
-:class:`~mailtui.events.DnsLookup` event and logged in the store's ``dns``
-table, so the console can show what the server asked and what it was told.
+:class:`~mailtui.events.DnsLookup` event with its *purpose* (MX, SPF, DKIM,
+DMARC, MTA-STS, CHECK ...) and logged in the store's ``dns`` table, so the
+console can show what the server asked, why, and what it was told.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import dns.nameserver
 import dns.rcode
 import dns.rdatatype
 import dns.resolver
+import dns.reversename
 
 from ..addresses import AddressError, literal_ip
 from ..config import Endpoint
@@ -98,13 +106,19 @@ def parse_literal(domain: str) -> str | None:
         raise PermanentDnsError("5.1.2", f"bad address literal {domain}") from None
 
 
-@dataclass
-class _Answer:
-    """One lookup's result, as cached."""
+@dataclass(frozen=True)
+class Answer:
+    """One lookup's result, as cached.
+
+    ``values`` holds the rdata in the form callers use: ``(preference, host)``
+    for MX, the joined character-strings as bytes for TXT (RFC 7208 3.3,
+    RFC 6376 3.6.2.2), a lower-case name without the final dot for PTR and
+    CNAME, the address text for A and AAAA.
+    """
 
     rcode: str                     # "NOERROR", "NXDOMAIN"
-    records: tuple[str, ...]       # rdata in text form
-    mx: tuple[tuple[int, str], ...] = ()
+    records: tuple[str, ...]       # rdata in text form, as the DNS log shows it
+    values: tuple = ()
     expires: float = 0.0
 
 
@@ -116,7 +130,7 @@ class Resolver:
         self._bus = bus
         self._store = store
         self._rng = rng or random.Random()
-        self._cache: OrderedDict[tuple[str, str], _Answer] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, str], Answer] = OrderedDict()
         self._cache_size = cache_size
         self._config_error = ""
         if nameservers:
@@ -141,7 +155,7 @@ class Resolver:
 
     # -- the RFC 5321 procedure --------------------------------------------------
 
-    async def mail_hosts(self, domain: str) -> list[MailHost]:
+    async def mail_hosts(self, domain: str, *, purpose: str = "MX") -> list[MailHost]:
         domain = domain.strip().rstrip(".").lower()
         literal = parse_literal(domain)
         if literal is not None:
@@ -149,11 +163,11 @@ class Resolver:
         if not domain:
             raise PermanentDnsError("5.1.2", "empty domain name")
 
-        mx = await self._lookup(domain, "MX")
+        mx = await self.lookup(domain, "MX", purpose=purpose)
         if mx.rcode == "NXDOMAIN":
             raise PermanentDnsError("5.1.2", f"domain {domain} does not exist (DNS says NXDOMAIN)")
-        if mx.mx:
-            real = [(pref, name) for pref, name in mx.mx if name not in ("", ".")]
+        if mx.values:
+            real = [(pref, name) for pref, name in mx.values if name not in ("", ".")]
             if not real:
                 raise PermanentDnsError(
                     "5.1.10", f"domain {domain} does not accept mail (it publishes a null MX record)")
@@ -161,7 +175,7 @@ class Resolver:
             problems: list[str] = []
             ordered = order_mx(real, self._rng)
             results = await asyncio.gather(
-                *(self._addresses(name) for _, name in ordered), return_exceptions=True)
+                *(self._addresses(name, purpose) for _, name in ordered), return_exceptions=True)
             for (pref, name), result in zip(ordered, results):
                 if isinstance(result, BaseException):
                     if not isinstance(result, DnsError):
@@ -176,15 +190,19 @@ class Resolver:
 
         # No MX records: the domain itself is the implicit MX (RFC 5321 5.1).
         try:
-            addresses = await self._addresses(domain)
+            addresses = await self._addresses(domain, purpose)
         except PermanentDnsError as exc:
             raise PermanentDnsError(
                 "5.4.4", f"domain {domain} has no MX and no address records ({exc.text})") from None
         return [MailHost(domain, 0, addresses)]
 
-    async def _addresses(self, name: str) -> list[str]:
+    async def addresses(self, name: str, *, purpose: str) -> list[str]:
         """A and AAAA of ``name`` (IPv4 first); raises if neither gives one."""
-        answers = await asyncio.gather(self._lookup(name, "A"), self._lookup(name, "AAAA"),
+        return await self._addresses(name.strip().rstrip(".").lower(), purpose)
+
+    async def _addresses(self, name: str, purpose: str) -> list[str]:
+        answers = await asyncio.gather(self.lookup(name, "A", purpose=purpose),
+                                       self.lookup(name, "AAAA", purpose=purpose),
                                        return_exceptions=True)
         addresses: list[str] = []
         temporary: DnsError | None = None
@@ -194,25 +212,32 @@ class Resolver:
                     raise answer
                 temporary = answer
                 continue
-            addresses.extend(answer.records)
+            addresses.extend(answer.values)
         if addresses:
             return addresses
         if temporary is not None:
             raise temporary
-        if all(isinstance(a, _Answer) and a.rcode == "NXDOMAIN" for a in answers):
+        if all(isinstance(a, Answer) and a.rcode == "NXDOMAIN" for a in answers):
             raise PermanentDnsError("5.1.2", f"host {name} does not exist")
         raise PermanentDnsError("5.4.4", f"host {name} has no address records")
 
     # -- single lookups, cached ----------------------------------------------------
 
-    async def _lookup(self, name: str, rtype: str) -> _Answer:
+    async def lookup(self, name: str, rtype: str, *, purpose: str) -> Answer:
+        """The records of one type at ``name``, from the cache while their TTL lasts.
+
+        NXDOMAIN and NODATA are answers (``rcode``, no ``values``); a DNS that
+        cannot answer now raises :class:`TemporaryDnsError`, a name that is
+        not a valid domain name :class:`PermanentDnsError`.
+        """
+        name = name.strip().rstrip(".").lower()
         key = (name, rtype)
         now = time.time()
         cached = self._cache.get(key)
         if cached is not None:
             if cached.expires > now:
                 self._cache.move_to_end(key)
-                self._record(name, rtype, cached.records, cached.rcode, 0.0, True)
+                self._record(name, rtype, cached.records, cached.rcode, 0.0, True, purpose)
                 return cached
             del self._cache[key]
 
@@ -221,16 +246,30 @@ class Resolver:
             answer = await self._query(name, rtype)
         except DnsError as exc:
             rcode = getattr(exc, "rcode", "ERROR")
-            self._record(name, rtype, (), rcode, time.monotonic() - start, False)
+            self._record(name, rtype, (), rcode, time.monotonic() - start, False, purpose)
             raise
-        self._record(name, rtype, answer.records, answer.rcode, time.monotonic() - start, False)
+        self._record(name, rtype, answer.records, answer.rcode, time.monotonic() - start, False, purpose)
         self._remember(key, answer)
         return answer
 
-    async def _query(self, name: str, rtype: str) -> _Answer:
+    async def txt(self, name: str, *, purpose: str) -> list[bytes]:
+        """The TXT records at ``name``, each as one string (its parts joined); [] if none."""
+        return list((await self.lookup(name, "TXT", purpose=purpose)).values)
+
+    async def reverse(self, address: str, *, purpose: str) -> Answer:
+        """The PTR records of an IP address."""
+        try:
+            name = dns.reversename.from_address(address).to_text(omit_final_dot=True)
+        except (dns.exception.SyntaxError, ValueError):
+            raise PermanentDnsError("5.1.2", f"{address!r} is not an IP address") from None
+        return await self.lookup(name, "PTR", purpose=purpose)
+
+    async def _query(self, name: str, rtype: str) -> Answer:
         if self._config_error or not self._resolver.nameservers:
             raise _temporary("NONS", self._config_error or "no nameservers configured")
         try:
+            if not name:
+                raise ValueError("empty name")
             qname = dns.name.from_text(name)
         except (dns.exception.DNSException, UnicodeError, ValueError) as exc:
             raise PermanentDnsError("5.1.2", f"{name!r} is not a valid domain name ({exc})") from None
@@ -238,7 +277,7 @@ class Resolver:
             result = await self._resolver.resolve(
                 qname, rtype, raise_on_no_answer=False, search=False, lifetime=self.timeout)
         except dns.resolver.NXDOMAIN as exc:
-            return _Answer("NXDOMAIN", (), expires=time.time() + _negative_ttl(exc))
+            return Answer("NXDOMAIN", (), expires=time.time() + _negative_ttl(exc))
         except dns.resolver.LifetimeTimeout:
             raise _temporary("TIMEOUT", f"DNS lookup of {name} ({rtype}) timed out") from None
         except dns.resolver.NoNameservers as exc:
@@ -252,18 +291,14 @@ class Resolver:
 
         ttl = max(0.0, min(MAX_TTL, result.expiration - time.time()))
         records: list[str] = []
-        mx: list[tuple[int, str]] = []
-        if result.rrset is not None:
-            for rdata in result.rrset:
-                if rtype == "MX":
-                    target = rdata.exchange.to_text(omit_final_dot=True).lower()
-                    mx.append((rdata.preference, target or "."))
-                    records.append(f"{rdata.preference} {target or '.'}")
-                else:
-                    records.append(rdata.to_text())
-        return _Answer("NOERROR", tuple(records), tuple(mx), expires=time.time() + ttl)
+        values: list = []
+        for rdata in result.rrset if result.rrset is not None else ():
+            value = _value(rtype, rdata)
+            values.append(value)
+            records.append(f"{value[0]} {value[1]}" if rtype == "MX" else rdata.to_text())
+        return Answer("NOERROR", tuple(records), tuple(values), expires=time.time() + ttl)
 
-    def _remember(self, key: tuple[str, str], answer: _Answer) -> None:
+    def _remember(self, key: tuple[str, str], answer: Answer) -> None:
         if answer.expires <= time.time():
             return
         self._cache[key] = answer
@@ -272,14 +307,28 @@ class Resolver:
             self._cache.popitem(last=False)
 
     def _record(self, name: str, rtype: str, answer: tuple[str, ...], rcode: str,
-                duration: float, cached: bool) -> None:
+                duration: float, cached: bool, purpose: str) -> None:
         if self._bus is not None:
             self._bus.publish(DnsLookup(name=name, rtype=rtype, answer=answer, rcode=rcode,
-                                        duration=duration, cached=cached))
+                                        duration=duration, cached=cached, purpose=purpose))
         if self._store is not None:
             self._store.log("dns", {"at": time.time(), "name": name, "type": rtype,
                                     "answer": list(answer), "rcode": rcode,
-                                    "duration": round(duration, 6), "cached": cached})
+                                    "duration": round(duration, 6), "cached": cached,
+                                    "purpose": purpose})
+
+
+def _value(rtype: str, rdata) -> object:
+    """One rdata in the form :class:`Answer` callers use."""
+    if rtype == "MX":
+        return rdata.preference, rdata.exchange.to_text(omit_final_dot=True).lower() or "."
+    if rtype == "TXT":
+        return b"".join(rdata.strings)
+    if rtype in ("PTR", "CNAME"):
+        return rdata.target.to_text(omit_final_dot=True).lower()
+    if rtype in ("A", "AAAA"):
+        return rdata.address
+    return rdata.to_text()
 
 
 def _temporary(rcode: str, text: str) -> TemporaryDnsError:

@@ -105,6 +105,14 @@ def build_parser() -> Parser:
     q_rm.add_argument("id")
     q_b = qsub.add_parser("bounce", help="give up on a message now and bounce it to its sender")
     q_b.add_argument("id")
+
+    dns = sub.add_parser("dns", help="the DNS records to publish for the local domains, checked against the DNS")
+    dns.add_argument("domain", nargs="?", help="one local domain (default: every one but localhost)")
+    dns.add_argument("--json", action="store_true")
+    dkim = sub.add_parser("dkim", help="DKIM signing keys")
+    ksub = dkim.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=Parser)
+    k_rot = ksub.add_parser("rotate", help="make a new key under a new selector and print its record")
+    k_rot.add_argument("domain")
     return p
 
 
@@ -310,6 +318,15 @@ def print_status(status: dict) -> None:
               markup=False, soft_wrap=True)
 
 
+def cmd_dns(config: Config, args) -> None:
+    from .dnsrecords import run_dns, run_rotate
+
+    if args.command == "dkim":
+        run_rotate(config, args.domain)
+    else:
+        run_dns(config, args.domain, as_json=args.json)
+
+
 def cmd_serve(config: Config) -> None:
     from .serve import serve
 
@@ -358,6 +375,8 @@ def main(argv: list[str] | None = None) -> int:
             cmd_queue(config, args)
         elif command == "status":
             return cmd_status(config, args)
+        elif command in ("dns", "dkim"):
+            cmd_dns(config, args)
     except ConfigError as exc:
         say_error(f"mailtui: config error: {exc}")
         return 2

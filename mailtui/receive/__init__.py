@@ -2,9 +2,11 @@
 
 Read in this order:
 
-    smtp.py            SmtpContext (one per listener) and SmtpSession: connection limits, greeting,
+    smtp.py            SmtpContext (one per service) and SmtpSession: connection limits, greeting,
                        HELO/EHLO, STARTTLS, the error budget, events; MAIL/RCPT/DATA asking the modules below
-    rules.py           SessionRules: what a service allows (InboundRules = port 25; submission next)
+    listen.py          binding a service's listeners: plain, or implicit TLS with a handshake timeout
+    rules.py           SessionRules: what a service allows (InboundRules = port 25)
+    submission.py      SubmissionRules: ports 587/465, AUTH first, the sender owned by the login
     policy.py          Peer and the relay policy: registered client? local user? relay? (pure)
     transaction.py     MAIL/RCPT/DATA syntax, SIZE/BODY/SMTPUTF8, limits, the Transaction (pure)
     data.py            reading DATA to <CRLF>.<CRLF> in chunks, with size limit and timeout

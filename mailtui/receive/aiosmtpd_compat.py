@@ -14,6 +14,8 @@ and mailtui does that everywhere it can. A few things its hooks do not offer:
 * DATA read in large chunks, with what was pipelined after it put back
   (:meth:`Engine.data_stream`), and replies written without waiting
   (:meth:`Engine.write_now`), for the 421s that end a session.
+* TLS that began before the session (an implicit-TLS listener, RFC 8314):
+  aiosmtpd knows only STARTTLS; :attr:`Engine.tls_active` knows both.
 
 The session (``smtp.py``) subclasses :class:`Engine` and uses only these
 names. :data:`PRIVATE_ATTRIBUTES` and :data:`PRIVATE_METHODS` list what of
@@ -150,6 +152,7 @@ class Engine(SMTP):
         self._smtp_methods = {name: func.__get__(self) for name, func in verbs.items()}
         self._enforce_call_limit = False
         self.command_size_limits = command_limits()
+        self.began_in_tls = False   # an implicit-TLS listener's connection; set in connection_made
 
     def reset_command_limits(self) -> None:
         """Undo what aiosmtpd's EHLO added to the MAIL line limit (call from ``handle_EHLO``)."""
@@ -176,8 +179,8 @@ class Engine(SMTP):
 
     @property
     def tls_active(self) -> bool:
-        """STARTTLS has completed on this connection."""
-        return self._tls_protocol is not None
+        """TLS protects this connection: STARTTLS has completed, or it began in TLS (RFC 8314)."""
+        return self._tls_protocol is not None or self.began_in_tls
 
     def write_now(self, line: bytes) -> None:
         """Queue a reply line without waiting for the client to read it (a closing 421)."""
@@ -206,6 +209,12 @@ class Engine(SMTP):
             yield _ReaderStream(reader, self._reset_timeout)
         finally:
             reader._limit = self.line_length_limit
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.transport is None:   # the first call; STARTTLS calls again with its TLS transport
+            # Asked now: once the connection is lost, a TLS transport no longer answers.
+            self.began_in_tls = transport.get_extra_info("ssl_object") is not None
+        super().connection_made(transport)
 
     # -- aiosmtpd's private methods, routed to the hooks ------------------------------
 

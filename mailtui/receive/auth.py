@@ -35,7 +35,8 @@ class SmtpAuth:
     """Decides SMTP AUTH attempts for every session of one server."""
 
     def __init__(self, *, credentials: Credentials, throttle: LoginThrottle, bus: EventBus,
-                 failure_delay: float):
+                 failure_delay: float, proto: str = "smtp"):
+        self.proto = proto                    # the service, in events ("smtp", "submission")
         self.credentials = credentials
         self.throttle = throttle
         self.bus = bus
@@ -49,9 +50,10 @@ class SmtpAuth:
         if key is None:
             failures = self.throttle.failed(ip)
             shown = printable(name[:128])
-            self.bus.publish(AuthFailed(session=session, proto="smtp", peer=ip, login=shown, failures=failures))
-            log.warning("SMTP AUTH failed for %r from %s (%d recent failures)", shown, ip, failures)
+            self.bus.publish(AuthFailed(session=session, proto=self.proto, peer=ip, login=shown, failures=failures))
+            log.warning("%s AUTH failed for %r from %s (%d recent failures)", self.proto.upper(), shown, ip,
+                        failures)
             return INVALID
         self.throttle.succeeded(ip)
-        self.bus.publish(AuthSucceeded(session=session, proto="smtp", peer=ip, login=key))
+        self.bus.publish(AuthSucceeded(session=session, proto=self.proto, peer=ip, login=key))
         return key

@@ -72,10 +72,16 @@ class Policy:
             if sender is not None and not sender.is_literal and self.config.is_local_domain(sender.domain):
                 return SmtpReply(550, "5.7.1", f"Sender <{sender}> is in a local domain: authenticate first")
         elif peer.login and not peer.network_client and sender is not None:
-            if self.config.is_local_domain(sender.domain) and sender.key != peer.login \
-                    and self.local_key(sender) != peer.login:
+            if self.config.is_local_domain(sender.domain) and not self.owns(peer.login, sender):
                 return SmtpReply(553, "5.7.1", f"Sender <{sender}> is not owned by {peer.login}")
         return None
+
+    def owns(self, login: str, sender: Address) -> bool:
+        """Whether mailbox ``login`` may send as ``sender``: its own address, or one delivered to it.
+
+        So the postmaster mailbox may send as ``postmaster@`` every local domain.
+        """
+        return sender.key == login or self.local_key(sender) == login
 
     def check_recipient(self, peer: Peer, rcpt: Address) -> tuple[SmtpReply | None, str | None]:
         """Returns (refusal or None, local mailbox key or None for remote)."""

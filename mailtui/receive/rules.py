@@ -5,12 +5,12 @@ recipients it takes, whether AUTH needs TLS first and which checks a message
 must pass at the end of DATA are the rules of the service it serves, given
 to it in :class:`~mailtui.receive.smtp.SmtpContext`.
 
-:class:`InboundRules` is port 25 today: registered clients relay, and with
+:class:`InboundRules` is port 25: registered clients relay, and with
 ``accept_unregistered_for_local`` anyone may write to a local mailbox (the
-relay policy of ``policy.py``). Submission (ports 587/465) will be another
-:class:`SessionRules` — AUTH before MAIL even from registered networks
-(530 5.7.0), the envelope sender owned by the login (553 5.7.1), any
-recipient — and no session subclass.
+relay policy of ``policy.py``). Submission (ports 587/465) is
+:class:`~mailtui.receive.submission.SubmissionRules` — AUTH before MAIL even
+from registered networks (530 5.7.0), the envelope sender owned by the login
+(553 5.7.1), any recipient — and no session subclass.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ class SessionRules(Protocol):
     """The rules of one SMTP service; every method is a pure decision."""
 
     auth_requires_tls: bool                 # AUTH is offered only after STARTTLS (when TLS is configured)
+    trusts_networks: bool                   # a registered network makes a peer registered (port 25 only)
     message_checks: Sequence[MessageCheck]  # run at the end of DATA, after the protocol checks
 
     def check_sender(self, peer: Peer, sender: Address | None) -> SmtpReply | None:
@@ -39,6 +40,8 @@ class SessionRules(Protocol):
 
 class InboundRules:
     """Port 25: mail for local mailboxes, and relaying for registered clients."""
+
+    trusts_networks = True
 
     def __init__(self, policy: Policy, *, auth_requires_tls: bool,
                  message_checks: Sequence[MessageCheck] = ()):

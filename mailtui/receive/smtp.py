@@ -10,8 +10,11 @@ and RCPT, never at connect, so an unregistered client can still AUTH), read
 DATA with ``data.py``, check it with ``message.py``, and say 250 only after
 :class:`~mailtui.receive.intake.Intake` has the message on disk.
 
-One :class:`SmtpContext` per listener holds what its sessions share; its
-:meth:`~SmtpContext.factory` goes to ``loop.create_server``.
+One :class:`SmtpContext` per service (port 25 "smtp"; "submission" on
+587-style and 465-style ports) holds what its sessions share, their
+connection counts included; ``listen.py`` binds its listeners. A session
+on an implicit-TLS listener (RFC 8314) starts inside TLS: STARTTLS is not
+offered there, and AUTH is offered at once.
 """
 
 from __future__ import annotations
@@ -57,16 +60,18 @@ from .transaction import TOO_BIG, Transaction, data_refusal, mail_from, rcpt_to
 log = logging.getLogger(__name__)
 
 CLOSE_GRACE = 5.0  # seconds a closing client gets to read our last reply before it is dropped
+SESSION_PREFIX = {"smtp": "S", "submission": "M"}   # session ids: S1, M1 ... (POP3 is P, IMAP I)
 OVER_LIMIT = {"total": "421 4.7.0 Too many connections, try again later",
               "ip": "421 4.7.0 Too many connections from [{ip}]"}
 
 
 class SmtpContext:
-    """What every SMTP session of one listener shares: config, rules, limits, services."""
+    """What every session of one SMTP service shares: config, rules, limits, services."""
 
     def __init__(self, *, config: Config, registry: Registry, policy: Policy, intake: Intake,
                  bus: EventBus, store: Store | None, tls_context: ssl.SSLContext | None,
-                 logins: LoginThrottle | None = None, rules: SessionRules | None = None):
+                 logins: LoginThrottle | None = None, rules: SessionRules | None = None, proto: str = "smtp"):
+        self.proto = proto          # the service's name in events and logs
         self.config = config
         self.registry = registry
         self.policy = policy
@@ -78,7 +83,7 @@ class SmtpContext:
         self.slots: ConnectionSlots[SmtpSession] = ConnectionSlots()
         self.logins = logins or LoginThrottle()
         self.auth = SmtpAuth(credentials=registry, throttle=self.logins, bus=bus,
-                             failure_delay=config.smtp.auth_failure_delay)
+                             failure_delay=config.smtp.auth_failure_delay, proto=proto)
         self._ids = itertools.count(1)
 
     @property
@@ -92,10 +97,14 @@ class SmtpContext:
         return self.slots.per_ip
 
     def next_id(self) -> str:
-        return f"S{next(self._ids)}"
+        return f"{SESSION_PREFIX.get(self.proto, 'X')}{next(self._ids)}"
 
     def factory(self) -> SmtpSession:
         return SmtpSession(self)
+
+    def tls_factory(self) -> SmtpSession:
+        """A session for an implicit-TLS listener: the handshake is done before it sees the connection."""
+        return SmtpSession(self, implicit_tls=True)
 
 
 def _consume_result(task: asyncio.Future) -> None:
@@ -106,16 +115,17 @@ def _consume_result(task: asyncio.Future) -> None:
 class SmtpSession(Engine):
     """One SMTP connection."""
 
-    def __init__(self, ctx: SmtpContext):
+    def __init__(self, ctx: SmtpContext, *, implicit_tls: bool = False):
         cfg = ctx.config
         self.fast_init(
             data_size_limit=cfg.smtp.max_message_size,
             hostname=cfg.server.hostname,
-            tls_context=ctx.tls_context,
+            tls_context=None if implicit_tls else ctx.tls_context,   # no STARTTLS inside TLS
             timeout=cfg.smtp.idle_timeout,
-            auth_require_tls=ctx.rules.auth_requires_tls and ctx.tls_context is not None,
+            auth_require_tls=ctx.rules.auth_requires_tls and not implicit_tls,
         )
         self.ctx = ctx
+        self.proto = ctx.proto
         self.sid = ctx.next_id()
         self.ip = ""
         self.login = ""
@@ -142,16 +152,19 @@ class SmtpSession(Engine):
             return
         peer = transport.get_extra_info("peername") or ("?", 0)
         self.ip = str(peer[0])
-        self.network_client = self.ctx.registry.match(self.ip) or ""
+        if self.ctx.rules.trusts_networks:
+            self.network_client = self.ctx.registry.match(self.ip) or ""
         limits = self.ctx.config.smtp
         full = self.ctx.slots.full(self.ip, total=limits.max_connections, per_ip=limits.max_connections_per_ip)
         if full:
             self._over_limit = OVER_LIMIT[full].format(ip=self.ip)
         self.ctx.slots.take(self, self.ip)
         self._counted = True
-        self.ctx.bus.publish(ConnectionOpened(session=self.sid, proto="smtp", peer=self.ip,
+        self.ctx.bus.publish(ConnectionOpened(session=self.sid, proto=self.proto, peer=self.ip,
                                               registered=bool(self.network_client),
                                               client=self.network_client))
+        if self.tls:
+            self._changed("tls")   # implicit TLS: the handshake is already done
 
     def connection_lost(self, error: Exception | None) -> None:
         if self._counted:
@@ -159,11 +172,11 @@ class SmtpSession(Engine):
             self.ctx.slots.give_back(self, self.ip)
             result = self.closed_reason or (
                 f"{self.messages} accepted" if self.messages else (self.last_refusal or "no mail"))
-            self.ctx.bus.publish(ConnectionClosed(session=self.sid, proto="smtp", peer=self.ip,
+            self.ctx.bus.publish(ConnectionClosed(session=self.sid, proto=self.proto, peer=self.ip,
                                                   result=result, messages=self.messages))
             if self.ctx.store is not None:
                 self.ctx.store.log("connections", {
-                    "at": time.time(), "session": self.sid, "proto": "smtp", "peer": self.ip,
+                    "at": time.time(), "session": self.sid, "proto": self.proto, "peer": self.ip,
                     "client": self.peer().label, "helo": self.helo, "tls": self.tls,
                     "messages": self.messages, "result": result})
         super().connection_lost(error)
@@ -173,7 +186,7 @@ class SmtpSession(Engine):
             return True
         reply = self._over_limit
         self.closed_reason = reply
-        self.ctx.bus.publish(ClientRefused(session=self.sid, proto="smtp", peer=self.ip,
+        self.ctx.bus.publish(ClientRefused(session=self.sid, proto=self.proto, peer=self.ip,
                                            stage="connect", reply=reply))
         await self.write_last(reply.encode() + b"\r\n", timeout=5)
         return False
@@ -207,7 +220,7 @@ class SmtpSession(Engine):
         return Peer(ip=self.ip, network_client=self.network_client, login=self.login, helo=self.helo)
 
     def _changed(self, state: str = "") -> None:
-        self.ctx.bus.publish(SessionChanged(session=self.sid, proto="smtp", peer=self.ip, helo=self.helo,
+        self.ctx.bus.publish(SessionChanged(session=self.sid, proto=self.proto, peer=self.ip, helo=self.helo,
                                             tls=self.tls, login=self.login, state=state))
 
     async def handle_exception(self, error: Exception) -> str:
@@ -243,7 +256,7 @@ class SmtpSession(Engine):
     async def _refuse(self, stage: str, reply: SmtpReply | str, address: str = "") -> None:
         reply = str(reply)
         self.last_refusal = f"refused: {reply}"
-        self.ctx.bus.publish(ClientRefused(session=self.sid, proto="smtp", peer=self.ip, stage=stage,
+        self.ctx.bus.publish(ClientRefused(session=self.sid, proto=self.proto, peer=self.ip, stage=stage,
                                            reply=reply, address=address))
         await self.push(reply)
 
@@ -311,7 +324,7 @@ class SmtpSession(Engine):
 
     async def _http(self, arg: str) -> None:
         self.closed_reason = "HTTP request on the SMTP port"
-        self.ctx.bus.publish(ClientRefused(session=self.sid, proto="smtp", peer=self.ip, stage="connect",
+        self.ctx.bus.publish(ClientRefused(session=self.sid, proto=self.proto, peer=self.ip, stage="connect",
                                            reply="421 HTTP request"))
         await self.push("421 4.7.0 This is an SMTP server, not a web server; closing")
         self._hang_up()
@@ -430,5 +443,6 @@ class SmtpSession(Engine):
         self.messages += 1
         self.ctx.bus.publish(MessageAccepted(session=self.sid, msg_id=msg_id, sender=envelope.sender,
                                              recipients=tuple(envelope.recipients), size=len(data),
-                                             peer=self.ip, store_seconds=time.monotonic() - self.data_ended))
+                                             peer=self.ip, proto=self.proto,
+                                             store_seconds=time.monotonic() - self.data_ended))
         await self.push(f"250 2.0.0 OK: queued as {msg_id}")

@@ -1,8 +1,8 @@
 """The headless server: every part wired together in one asyncio loop.
 
 ``Core`` owns the data directory (an exclusive lock while it runs), opens the
-store, rebuilds the queue from the spool, binds the SMTP and POP3 listeners
-and runs the delivery loop and the batched store writer. Front ends
+store, rebuilds the queue from the spool, binds the SMTP, submission and
+POP3 listeners and runs the delivery loop and the batched store writer. Front ends
 (``mailtui serve``, the console) only start it, stop it, read its event bus
 and call :attr:`Core.admin`.
 """
@@ -28,8 +28,10 @@ from ..config import Config
 from ..dns.resolver import Resolver
 from ..events import EventBus, ListenerFailed, ListenerStarted, Notice, RegistryChanged
 from ..receive.intake import Envelope, Intake
+from ..receive.listen import listen
 from ..receive.policy import Policy
 from ..receive.smtp import SmtpContext
+from ..receive.submission import SubmissionRules
 from ..send.attempt import TransferAgent
 from ..send.scheduler import Scheduler
 from ..store.db import Store
@@ -157,13 +159,18 @@ class Core:
         self.smtp = SmtpContext(config=cfg, registry=self.registry, policy=self.policy, intake=self.intake,
                                 bus=self.bus, store=self.store, tls_context=self.tls_context,
                                 logins=self.logins)
+        self.submission = SmtpContext(config=cfg, registry=self.registry, policy=self.policy, intake=self.intake,
+                                      bus=self.bus, store=self.store, tls_context=self.tls_context,
+                                      logins=self.logins, rules=SubmissionRules(self.policy), proto="submission")
         self.pop3 = Pop3Server(config=cfg.pop3, hostname=cfg.server.hostname, registry=self.registry,
                                maildirs=self.maildirs, bus=self.bus, tls_context=self.tls_context,
                                store=self.store, logins=self.logins)
-        loop = asyncio.get_running_loop()
         for ep in cfg.smtp.listen:
-            await self._bind("smtp", ep, lambda h, p: loop.create_server(self.smtp.factory, h, p,
-                                                                         reuse_address=True))
+            await self._bind("smtp", ep, lambda h, p: listen(self.smtp, h, p))
+        for ep in cfg.submission.listen:
+            await self._bind("submission", ep, lambda h, p: listen(self.submission, h, p))
+        for ep in cfg.submission.tls_listen:
+            await self._bind("submissions", ep, lambda h, p: listen(self.submission, h, p, implicit_tls=True))
         for ep in cfg.pop3.listen:
             await self._bind("pop3", ep, lambda h, p: asyncio.start_server(self.pop3.handle, h, p,
                                                                            reuse_address=True))
@@ -249,9 +256,10 @@ class Core:
             except (asyncio.CancelledError, Exception):
                 pass
         self._tasks.clear()
-        for session in list(getattr(getattr(self, "smtp", None), "sessions", ())):
-            if session.transport is not None:
-                session.transport.close()
+        for service in (getattr(self, "smtp", None), getattr(self, "submission", None)):
+            for session in list(getattr(service, "sessions", ())):
+                if session.transport is not None:
+                    session.transport.close()
         if hasattr(self, "pop3"):
             await self.pop3.close_all()
         for listener in self.listeners:

@@ -66,6 +66,26 @@ def atomic_write(path: str | os.PathLike, data: bytes, *, mode: int = 0o600,
         fsync_dir(path.parent)
 
 
+def create_new(path: str | os.PathLike, data: bytes, *, mode: int = 0o600) -> bool:
+    """Create ``path`` with ``data`` atomically and durably unless it exists.
+
+    Returns False (and leaves the existing file alone) when another writer
+    got there first: the file appears whole (a hard link of a synced temp
+    file) and exactly once, even between processes.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    write_file(tmp, data, mode=mode)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(tmp)
+    fsync_dir(path.parent)
+    return True
+
+
 class DirSyncer:
     """Coalesce directory fsyncs issued by many coroutines.
 

@@ -8,7 +8,7 @@ import pytest
 
 from mailtui.access.pop3 import Pop3Reply, Pop3Session, ProtocolError, State
 from mailtui.access.pop3.parse import parse_sasl_plain
-from mailtui.access.pop3.session import MAX_AUTH_FAILURES, MAX_ERRORS
+from mailtui.access.pop3.session import MAX_AUTH_FAILURES, MAX_ERRORS, NO_PLAINTEXT, NO_PLAINTEXT_SASL
 from mailtui.events import MailboxRetrieved
 from mailtui.store.maildir import StoredMessage
 
@@ -27,11 +27,13 @@ class FakeServices:
         self.removed: list[StoredMessage] = []
         self.events: list = []
         self.failures = 0
+        self.verified: list[str] = []      # logins whose password was checked
 
     def login_delay(self, ip: str) -> float:
         return 0.0
 
     async def verify(self, login: str, password) -> str | None:
+        self.verified.append(login)
         plain = password.decode() if isinstance(password, bytes) else password   # SASL gives bytes
         return KEY if (login, plain) == (KEY, "secret") else None
 
@@ -63,8 +65,8 @@ class FakeServices:
         self.events.append(event)
 
 
-def session(services: FakeServices | None = None, sid: str = "P1") -> Pop3Session:
-    return Pop3Session(services or FakeServices(), sid, "127.0.0.1:5000", "127.0.0.1")
+def session(services: FakeServices | None = None, sid: str = "P1", ip: str = "127.0.0.1") -> Pop3Session:
+    return Pop3Session(services or FakeServices(), sid, f"{ip}:5000", ip)
 
 
 async def say(s: Pop3Session, *lines: str) -> list[Pop3Reply]:
@@ -162,3 +164,70 @@ def test_parse_sasl_plain(data, parts):
         assert caught.value.reply == "-ERR malformed authentication data"
     else:
         assert parse_sasl_plain(data) == parts
+
+
+# -- no passwords in clear over the network (RFC 2595 2.1; Dovecot's disable_plaintext_auth) --------
+# What Dovecot 2.3.19 answers with disable_plaintext_auth = yes to a client whose address is not its own
+# (checked by hand against dovecot-pop3d, with the client bound to 127.0.0.2):
+#   CAPA -> ... STLS, SASL (no mechanisms), no USER;  USER x / PASS y -> NO_PLAINTEXT;
+#   AUTH -> "+OK" and an empty list;  AUTH PLAIN ... -> NO_PLAINTEXT_SASL.
+
+TOKEN = base64.b64encode(f"\0{KEY}\0secret".encode()).decode()
+
+
+def test_the_refusals_are_dovecots_words():
+    assert NO_PLAINTEXT == "-ERR [AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) connections."
+    assert NO_PLAINTEXT_SASL == "-ERR [AUTH] Plaintext authentication disabled."
+
+
+@pytest.mark.parametrize("ip", ["192.0.2.1", "2001:db8::1", "::ffff:192.0.2.1"])
+async def test_before_stls_a_network_client_is_offered_no_password_login(ip):
+    s = session(ip=ip)
+    [capa] = await say(s, "CAPA")
+    assert "STLS" in capa.lines and "USER" not in capa.lines
+    assert [line for line in capa.lines if line.startswith("SASL")] == ["SASL"]     # and no mechanism
+    [mechanisms] = await say(s, "AUTH")
+    assert (mechanisms.status, mechanisms.lines) == ("+OK SASL mechanisms follow", [])
+
+
+@pytest.mark.parametrize("lines, refusal", [
+    ([f"USER {KEY}", "PASS secret"], NO_PLAINTEXT),
+    (["PASS secret"], NO_PLAINTEXT),
+    ([f"AUTH PLAIN {TOKEN}"], NO_PLAINTEXT_SASL),
+    (["AUTH PLAIN", TOKEN], NO_PLAINTEXT_SASL),   # no "+ " is sent: the credentials after it are a bad command
+    (["AUTH CRAM-MD5"], NO_PLAINTEXT_SASL),
+])
+async def test_before_stls_a_network_client_cannot_log_in_and_no_password_is_checked(lines, refusal):
+    services = FakeServices()
+    s = session(services, ip="192.0.2.1")
+    replies = await say(s, *lines)
+    assert replies[0].status == refusal
+    assert all(r.status.startswith("-ERR") for r in replies)
+    assert s.state is State.AUTHORIZATION and services.verified == [] and services.failures == 0
+
+
+async def test_refusals_count_towards_the_error_budget():
+    s = session(ip="192.0.2.1")
+    replies = await say(s, *[f"USER {KEY}"] * MAX_ERRORS)
+    assert replies[-1].close and s.result == "too many errors"
+
+
+async def test_after_stls_a_network_client_logs_in_as_usual():
+    services = FakeServices()
+    s = session(services, ip="192.0.2.1")
+    [stls] = await say(s, "STLS")
+    assert stls.starttls
+    s.tls_started()                  # what the I/O layer does once the handshake is done
+    [capa] = await say(s, "CAPA")
+    assert "USER" in capa.lines and "SASL PLAIN" in capa.lines and "STLS" not in capa.lines
+    _, logged_in = await say(s, f"USER {KEY}", "PASS secret")
+    assert logged_in.status.startswith(f"+OK {KEY} has 2") and services.verified == [KEY]
+
+
+@pytest.mark.parametrize("ip", ["127.0.0.1", "127.0.0.53", "::1", "::ffff:127.0.0.1"])
+async def test_loopback_may_log_in_without_tls(ip):
+    s = session(ip=ip)
+    [capa] = await say(s, "CAPA")
+    assert "USER" in capa.lines and "SASL PLAIN" in capa.lines
+    [logged_in] = await say(s, f"AUTH PLAIN {TOKEN}")
+    assert logged_in.status.startswith("+OK") and s.state is State.TRANSACTION

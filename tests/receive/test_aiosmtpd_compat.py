@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import ssl
 
 import aiosmtpd
 import pytest
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, _AuthMechAttr
-from harness import make_config
+from harness import make_config, tls_context
 
 from mailtui.receive.aiosmtpd_compat import (
     DATA_READ_LIMIT,
@@ -24,6 +25,7 @@ from mailtui.receive.aiosmtpd_compat import (
 )
 from mailtui.receive.smtp import SmtpSession
 from mailtui.server.core import Core
+from mailtui.server.tls import make_self_signed
 
 WAIT = 5.0
 
@@ -187,3 +189,40 @@ async def test_idle_timeout_and_reset_hooks(sessions):
     assert (await asyncio.wait_for(reader.readline(), WAIT)).startswith(b"250")
     assert await asyncio.wait_for(reader.read(), WAIT) == b""
     assert calls == ["reset", "reset", "idle"]   # connection_made, RSET, then the timer
+
+
+async def test_a_connection_that_began_in_tls_is_tls_active_to_its_end(tmp_path):
+    """Implicit TLS (RFC 8314): no STARTTLS offered, AUTH at once, and tls_active even after the hang-up."""
+    cert, key = make_self_signed("probe.test")
+    (tmp_path / "c.pem").write_bytes(cert)
+    (tmp_path / "k.pem").write_bytes(key)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(tmp_path / "c.pem", tmp_path / "k.pem")
+    made: list[Probe] = []
+
+    class Ehlo(Probe):
+        async def handle_EHLO(self, server, session, envelope, hostname, responses):
+            return responses
+
+    server = await asyncio.get_running_loop().create_server(lambda: made.append(Ehlo()) or made[-1],
+                                                            "127.0.0.1", 0, ssl=server_tls)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        connecting = asyncio.open_connection("127.0.0.1", port, ssl=tls_context())
+        reader, writer = await asyncio.wait_for(connecting, WAIT)
+        assert (await asyncio.wait_for(reader.readline(), WAIT)).startswith(b"220 ")
+        writer.write(b"EHLO client.test\r\n")
+        lines = [await asyncio.wait_for(reader.readline(), WAIT)]
+        while lines[-1][3:4] == b"-":
+            lines.append(await asyncio.wait_for(reader.readline(), WAIT))
+        assert b"250-AUTH LOGIN PLAIN\r\n" in lines and not any(b"STARTTLS" in line for line in lines)
+        probe = made[0]
+        assert probe.tls_active and probe.began_in_tls and probe._tls_protocol is None
+        writer.close()
+        for _ in range(200):
+            if probe.transport is None:
+                break
+            await asyncio.sleep(0.01)
+        assert probe.transport is None and probe.tls_active   # connection_lost ran; the answer stays
+    finally:
+        server.close()

@@ -8,12 +8,12 @@ import pytest
 from conftest import start_server
 from harness import PASSWORD, tls_context
 
-from mailtui.addresses import Address
 from mailtui.events import ClientRefused
 from mailtui.receive.message import Arrival, Verdict
 from mailtui.receive.policy import Peer, peer_label
 from mailtui.receive.rules import InboundRules
 from mailtui.receive.slots import ConnectionSlots
+from mailtui.receive.submission import SubmissionRules
 from mailtui.replies import SmtpReply
 
 MSG = b"From: a@example.org\r\nSubject: hi\r\n\r\nHello.\r\n"
@@ -44,33 +44,10 @@ def test_connection_slots_count_total_and_per_ip():
     assert slots.open == set() and slots.per_ip == {}
 
 
-class SubmissionLike:
-    """What the submission service's rules will say (a test double: submission is the next issue)."""
-
-    auth_requires_tls = True
-    message_checks = ()
-
-    def __init__(self, policy):
-        self.policy = policy
-
-    def check_sender(self, peer: Peer, sender: Address | None) -> SmtpReply | None:
-        if not peer.login:
-            return SmtpReply(530, "5.7.0", "Authentication required")
-        if sender is None or sender.key != peer.login:
-            return SmtpReply(553, "5.7.1", f"Sender is not owned by {peer.login}")
-        return None
-
-    def check_recipient(self, peer: Peer, rcpt: Address) -> tuple[SmtpReply | None, str | None]:
-        key = self.policy.local_key(rcpt)
-        if key == "":
-            return SmtpReply(550, "5.1.1", f"<{rcpt}>: no such user here"), None
-        return None, key
-
-
 def test_another_rules_object_changes_what_the_session_allows(server):
     server.add_client("loopback", "127.0.0.0/8")
     server.add_mailbox("alice@localhost")
-    server.core.smtp.rules = SubmissionLike(server.core.policy)
+    server.core.smtp.rules = SubmissionRules(server.core.policy)   # port 25 with submission's rules
     with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=10) as c:
         c.ehlo("client.test")
         code, text = c.mail("alice@localhost")

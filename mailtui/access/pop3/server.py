@@ -106,7 +106,9 @@ class Pop3Server:
         if task is not None:
             self._tasks.add(task)
         ip, peer = peer_of(writer.get_extra_info("peername"))
-        session = Pop3Session(self, f"P{next(_session_ids)}", peer, ip)
+        # On an implicit-TLS listener (POP3S, RFC 8314) the session starts inside TLS.
+        tls = writer.get_extra_info("ssl_object") is not None
+        session = Pop3Session(self, f"P{next(_session_ids)}", peer, ip, tls=tls)
         started = time.time()
         self.publish(ConnectionOpened(session=session.id, proto="pop3", peer=ip, registered=False))
         over_limit = self.active >= self.config.max_connections

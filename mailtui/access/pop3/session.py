@@ -5,6 +5,13 @@ session never touches a socket, and asks its server for everything else
 through :class:`Services` (logins, maildrop locks and listings, events), so
 it can be driven by a test without one. States are named as in RFC 1939
 section 3; CAPA is RFC 2449, STLS RFC 2595, AUTH PLAIN RFC 4616.
+
+No password in clear over the network (RFC 2595 section 2.1; Dovecot's
+``disable_plaintext_auth = yes``, whose replies these are): before STLS,
+USER, PASS and AUTH PLAIN are refused unless the client is on this machine
+(loopback), and CAPA lists no USER and a SASL without mechanisms, so a
+client knows to start TLS first. The refusal comes before any password is
+checked: a password sent in clear anyway is never tried.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from typing import Protocol
 
 from ...events import Event, MailboxRetrieved
 from ...store.maildir import MaildirError, StoredMessage
+from ...wire import is_loopback
 from .bodies import one_chunk, read_top, stream_file
 from .parse import ProtocolError, parse_command, parse_sasl_plain
 
@@ -29,6 +37,8 @@ MAX_SASL_LINE = 8192        # a base64 PLAIN response with a 1024-character pass
 MAX_ERRORS = 10             # protocol errors before we hang up on a client
 MAX_AUTH_FAILURES = 3       # failed logins before we hang up (per session)
 _UID_OK = re.compile(r"[\x21-\x7e]{1,70}")
+NO_PLAINTEXT = "-ERR [AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) connections."
+NO_PLAINTEXT_SASL = "-ERR [AUTH] Plaintext authentication disabled."
 
 
 class State(enum.Enum):
@@ -149,6 +159,11 @@ class Pop3Session:
         self.tls = True
         self._user = None
 
+    @property
+    def plaintext_ok(self) -> bool:
+        """Whether a password may be sent now: inside TLS, or from this machine."""
+        return self.tls or is_loopback(self.ip)
+
     def release(self) -> None:
         """Unlock the maildrop; safe to call more than once."""
         if self.key is not None:
@@ -177,7 +192,7 @@ class Pop3Session:
     async def _capa(self) -> Pop3Reply:
         caps = ["TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"]
         if self.state is State.AUTHORIZATION:
-            caps += ["USER", "SASL PLAIN"]
+            caps += ["USER", "SASL PLAIN"] if self.plaintext_ok else ["SASL"]
             if self.server.stls_available and not self.tls:
                 caps.append("STLS")
         caps.append("IMPLEMENTATION mailtui")
@@ -213,18 +228,24 @@ class Pop3Session:
         return Pop3Reply("+OK begin TLS negotiation", starttls=True)
 
     async def _user_cmd(self, name: str) -> Pop3Reply:
+        if not self.plaintext_ok:
+            raise ProtocolError(NO_PLAINTEXT)
         # Always +OK: whether a mailbox exists is only revealed by a correct password.
         self._user = name
         return Pop3Reply("+OK send PASS")
 
     async def _pass(self, user: str | None, password: str = "") -> Pop3Reply:
+        if not self.plaintext_ok:
+            raise ProtocolError(NO_PLAINTEXT)
         if user is None:
             raise ProtocolError("-ERR USER first")
         return await self._login(user, password)
 
     async def _auth(self, mechanism: str | None = None, initial: str | None = None) -> Pop3Reply:
         if mechanism is None:
-            return Pop3Reply("+OK SASL mechanisms follow", lines=["PLAIN"])
+            return Pop3Reply("+OK SASL mechanisms follow", lines=["PLAIN"] if self.plaintext_ok else [])
+        if not self.plaintext_ok:
+            raise ProtocolError(NO_PLAINTEXT_SASL)
         if mechanism.upper() != "PLAIN":
             raise ProtocolError("-ERR unsupported authentication mechanism")
         if initial is None:

@@ -172,7 +172,7 @@ class ConsoleModel:
                         self.counters.refused += 1
                         changes.counters = True
                 case ev.MessageAccepted():
-                    row = self.sessions.get(f"smtp:{event.session}")
+                    row = self.sessions.get(f"{event.proto}:{event.session}")
                     if row is not None:
                         row.messages += 1
                         row.version += 1
