@@ -34,6 +34,7 @@ from ...eventcodec import from_dict
 from ...store.maildir import Maildirs
 from ...store.queue import QueueItem
 from .batch import Attached, ViewsChanged
+from .model import QUEUE_EVENTS
 
 log = logging.getLogger(__name__)
 
@@ -123,13 +124,10 @@ class RemoteAdmin:
 
 State = Literal["attaching", "attached", "lost"]
 REFETCH_PARTS = {"queue": ("queue",), "registry": ("clients",)}
-QUEUE_EVENTS = (ev.Queued, ev.DeliveryAttempt, ev.DeliveredRemote, ev.Deferred, ev.Bounced, ev.QueueChanged)
 
 
 class AttachedServer:
     """A running server seen through its control socket; ``on_state(state, reason)`` tells the lifecycle."""
-
-    attached = True
 
     def __init__(self, config: Config, *, bus: ev.EventBus) -> None:
         self.config = config
