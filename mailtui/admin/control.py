@@ -88,10 +88,10 @@ class ControlServer:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
+            line = await asyncio.wait_for(reader.readline(), 30)
             if not allowed(peer_uid(writer.get_extra_info("socket"))):
                 writer.write(json.dumps({"ok": False, "error": "not the server's user"}).encode() + b"\n")
                 return
-            line = await asyncio.wait_for(reader.readline(), 30)
             try:
                 request = json.loads(line)
                 op, args = str(request["op"]), dict(request.get("args") or {})

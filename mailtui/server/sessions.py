@@ -39,7 +39,7 @@ class OpenSessions:
             case ev.ClientRefused():
                 self._set(event.proto, event.session, "refusal", event.reply)
             case ev.MessageAccepted():
-                row = self._open.get(("smtp", event.session))
+                row = self._open.get((event.proto, event.session))
                 if row is not None:
                     row["messages"] += 1
 
