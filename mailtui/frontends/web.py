@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 
 from ..config import Config, ConfigError, parse_endpoint
 from .errors import CliError
-from .loop import install_signal_handlers, run
+from .loop import give_way, install_signal_handlers, run
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 REALM = "mailtui"
@@ -191,4 +191,5 @@ async def serve_web(config: Config, listen: str, *, allow_remote: bool = False,
 
 
 def web_command(config: Config, listen: str, allow_remote: bool, password_file: str | None) -> None:
+    give_way()   # it and the consoles of its tabs (which inherit this) only watch the server
     run(serve_web(config, listen, allow_remote=allow_remote, password_file=password_file))
