@@ -75,9 +75,9 @@ class AttachHub:
         """Stream to one console until it goes (or is dropped)."""
         console = _Console(writer)
         self._flush()                        # events still pending belong to the consoles already here
-        writer.write(line({"snapshot": self.snapshot(None)}))
-        self.consoles.add(console)
+        self.consoles.add(console)           # (all at once: no event can come between the snapshot and these)
         self._start()
+        writer.write(line({"snapshot": self.snapshot(None)}))
         try:
             while await reader.read(4096):   # the console says nothing more; EOF when it leaves
                 pass

@@ -140,7 +140,8 @@ def tab_command(config: Config) -> str:
     parts = [sys.executable, "-m", "mailtui"]
     if config.source not in ("embedded defaults", "<mapping>"):
         parts += ["--config", str(Path(config.source).resolve())]
-    return shlex.join(parts + ["console", "--attach"])
+    # exec: the console is the web server's own child, and notices when that is gone
+    return "exec " + shlex.join(parts + ["console", "--attach"])
 
 
 def check_exposure(host: str, allow_remote: bool, password_file: str | None) -> None:

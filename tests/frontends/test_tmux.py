@@ -121,3 +121,29 @@ def test_a_client_is_registered_from_a_console_attached_in_tmux(service, tmp_pat
         assert running_status(config) is not None
     finally:
         tmux.kill()
+
+
+def consoles_of(config: Path) -> list[int]:
+    """Processes running a console on ``config``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if entry.name.isdigit() and str(config).encode() in args and b"mailtui" in args and b"serve" not in args:
+            found.append(int(entry.name))
+    return found
+
+
+def test_a_console_whose_terminal_goes_away_ends(service, tmp_path):
+    config, _ = service
+    tmux = Tmux(f"mailtui-test-{os.getpid()}-gone", tmp_path)
+    try:
+        tmux.start([sys.executable, "-m", "mailtui", "--config", str(config)], {"TERM": "xterm-256color"})
+        wait_for(lambda: "attached to pid" in tmux.screen(), "the console to attach")
+        assert len(consoles_of(config)) == 1
+    finally:
+        tmux.kill()                       # the terminal hangs up, as when an SSH link drops
+    wait_for(lambda: not consoles_of(config), "the console to end")
+    assert running_status(config) is not None

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from harness import mailtui, write_config
 from test_attach import send
-from test_tmux import service, wait_for  # noqa: F401  (service is a fixture)
+from test_tmux import consoles_of, service, wait_for  # noqa: F401  (service is a fixture)
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -140,8 +140,10 @@ def test_the_console_in_a_browser_registers_a_refused_client(service, browser, t
                           "the registration")
         assert [(c["name"], c["networks"]) for c in listed] == [("host-127-0-0-9", ["127.0.0.9/32"])]
         tab.page.screenshot(path=str(tmp_path / "browser.png"))
+        assert len(consoles_of(config)) == 2     # `mailtui web`, and the console of the tab
     finally:
         web.stop()
+    wait_for(lambda: not consoles_of(config), "the tab's console to end with the web server")
 
 
 def test_the_page_is_for_loopback_names_and_its_own_origin(tmp_path):

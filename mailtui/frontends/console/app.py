@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
 from collections import deque
@@ -117,6 +118,8 @@ class MailtuiApp(AdminWorkflows):
                                          attach=(lambda: AttachedServer(config, bus=bus)) if attach else None,
                                          data_dir=config.server.data_dir, attach_only=attach_only)
         self._shown_phase = ""
+        self._parent_pid = os.getppid()
+        self._hung_up = False
         self.model = ConsoleModel()
         self.log_records: deque[logging.LogRecord] = deque(maxlen=200)
         self.batch = Batcher(subscription, self.model, self.log_records)
@@ -147,9 +150,10 @@ class MailtuiApp(AdminWorkflows):
         self.set_interval(1.0, self._second, name="console-second")
         if self.handle_signals:
             loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            for sig, handler in ((signal.SIGTERM, self.action_quit_now), (signal.SIGINT, self.action_quit_now),
+                                 (signal.SIGHUP, self.hang_up)):
                 with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                    loop.add_signal_handler(sig, self.action_quit_now)
+                    loop.add_signal_handler(sig, handler)
         self.query_one("#connections-table", LiveTable).focus()
         self.run_worker(self._start_server(), name="core-start", group="core", exit_on_error=False)
 
@@ -205,6 +209,21 @@ class MailtuiApp(AdminWorkflows):
         else:
             self.action_quit_now()
 
+    def hang_up(self) -> None:
+        """The terminal is gone: stop (or detach from) the server, then end at once.
+
+        Nothing is left to restore on a terminal that hung up, and Textual's
+        orderly exit can wait forever on one; the server has been stopped
+        cleanly by then.
+        """
+        async def stop_then_end() -> None:
+            await self.lifecycle.stop()
+            os._exit(0)
+
+        if not self._hung_up:
+            self._hung_up = True
+            self.run_worker(stop_then_end(), name="hang-up", group="core", exclusive=True, exit_on_error=False)
+
     async def _ask_then_quit(self) -> None:
         if await self.push_screen_wait(QuitDialog()):
             self.action_quit_now()
@@ -253,6 +272,8 @@ class MailtuiApp(AdminWorkflows):
             self._sync(self.active_panel)
 
     def _second(self) -> None:
+        if self.handle_signals and os.getppid() != self._parent_pid:
+            self.hang_up()     # whoever showed this console is gone (tmux killed, `mailtui web` stopped)
         self._show_status()
         if self.active_panel == "queue":
             self.query_one(QueuePanel).tick()
