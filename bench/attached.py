@@ -27,6 +27,7 @@ import json
 import os
 import pty
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -101,7 +102,7 @@ class BrowserTab:
             raise RuntimeError("mailtui web did not start")
         from playwright.sync_api import sync_playwright
         self._playwright = sync_playwright().start()
-        profile = tempfile.mkdtemp(prefix="mailtui-bench-chromium-")
+        self.profile = profile = tempfile.mkdtemp(prefix="mailtui-bench-chromium-")
         self.context = self._playwright.chromium.launch_persistent_context(
             profile, executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True,
             viewport={"width": 1280, "height": 800})
@@ -126,6 +127,7 @@ class BrowserTab:
             except Exception:
                 pass
         stop_process(self.web, timeout=20, group=True)
+        shutil.rmtree(getattr(self, "profile", ""), ignore_errors=True)
 
 
 def give_way(marker: str, niceness: int = 10) -> None:

@@ -70,7 +70,7 @@ async def browser_shot(config_path: Path) -> None:
         url = re.search(r"(http://\S+/)", line).group(1)
         async with async_playwright() as playwright:
             context = await playwright.chromium.launch_persistent_context(
-                tempfile.mkdtemp(prefix="mailtui-shot-"), executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS,
+                str(config_path.parent / "chromium"), executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS,
                 headless=True, viewport={"width": 1280, "height": 760})
             page = await context.new_page()
             await page.goto(url)
@@ -88,7 +88,8 @@ async def browser_shot(config_path: Path) -> None:
 
 async def main() -> None:
     async with DemoWorld(seed=7) as world:
-        config_path = Path(tempfile.mkdtemp(prefix="mailtui-shot-")) / "mailtui.toml"
+        folder = tempfile.TemporaryDirectory(prefix="mailtui-shot-")
+        config_path = Path(folder.name) / "mailtui.toml"
         config_path.write_text(dump(world.config))
         core = Core(world.config)            # the service, as `mailtui serve` runs it
         await core.start()
@@ -102,6 +103,7 @@ async def main() -> None:
             await browser_shot(config_path)
         finally:
             await core.stop()
+            folder.cleanup()
 
 
 if __name__ == "__main__":
