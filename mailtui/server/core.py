@@ -19,6 +19,7 @@ from pathlib import Path
 from .. import __version__
 from ..access.pop3 import Pop3Server
 from ..addresses import AddressError, parse_address
+from ..admin.attach import AttachHub
 from ..admin.control import ControlServer, socket_path
 from ..admin.registry import Registry
 from ..admin.throttle import LoginThrottle
@@ -38,7 +39,9 @@ from ..store.maildir import Maildirs
 from ..store.queue import Queue
 from ..store.safeio import DirSyncer
 from ..wire import hostport
+from . import snapshot
 from .metrics import Metrics, MetricsServer
+from .sessions import OpenSessions
 from .stats import ServerStats
 from .tls import server_context
 
@@ -125,6 +128,8 @@ class Core:
         self.bus = bus or EventBus()
         self.stats = ServerStats()
         self.bus.add_listener(self.stats.observe)
+        self.sessions = OpenSessions()      # for consoles that attach later
+        self.bus.add_listener(self.sessions.observe)
         self.listeners: list[Listener] = []
         self._lock = DataDirLock(config.server.data_dir)
         self._tasks: list[asyncio.Task] = []
@@ -184,7 +189,8 @@ class Core:
             scrape = MetricsServer(self.metrics)
             for ep in cfg.metrics.listen:
                 await self._bind("metrics", ep, scrape.serve)
-        self.control = ControlServer(self.admin, socket_path(cfg.server.data_dir))
+        hub = AttachHub(self.bus, lambda parts: snapshot.take(self, parts))
+        self.control = ControlServer(self.admin, socket_path(cfg.server.data_dir), hub)
         try:
             await self.control.start()
         except OSError as exc:

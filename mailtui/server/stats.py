@@ -122,6 +122,20 @@ class ServerStats:
                 "clients": {name: asdict(f) for name, f in t.clients.items()},
                 "logins": {login: asdict(f) for login, f in t.logins.items()}}
 
+    @classmethod
+    def restore(cls, snapshot: dict) -> "ServerStats":
+        """Totals as a :meth:`snapshot` gave them, to count on from (an attached console)."""
+        stats = cls()
+        stats.started = snapshot.get("started", stats.started)
+        t = stats.totals
+        for name in ("accepted", "refused", "delivered_local", "delivered_remote", "deferred", "bounced",
+                     "auth_failures"):
+            setattr(t, name, int(snapshot.get(name, 0)))
+        t.sessions.update(snapshot.get("sessions", {}))
+        t.open_sessions.update(snapshot.get("open_sessions", {}))
+        t.clients, t.logins = cls.figures_of(snapshot)
+        return stats
+
     @staticmethod
     def figures_of(snapshot: dict) -> tuple[dict[str, Figures], dict[str, Figures]]:
         """The per-client and per-login figures of a :meth:`snapshot` (an attached console's start)."""

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import io
 import logging
-import os
 import re
 import smtplib
 import socket
@@ -27,7 +26,7 @@ from textual.widgets import Input, Static
 from mailtui import events as ev
 from mailtui.admin.verbs import Admin
 from mailtui.config import from_mapping
-from mailtui.frontends.console.app import MailtuiApp
+from mailtui.frontends.console.app import MailtuiApp, QuitDialog
 from mailtui.frontends.console.batch import BUSY_BATCH, PANELS, Batcher
 from mailtui.frontends.console.dialogs import ClientForm, ConfirmDialog, MailboxForm
 from mailtui.frontends.console.model import MAX_ROWS, ConsoleModel
@@ -292,19 +291,17 @@ async def test_a_listener_that_cannot_bind_is_a_message_not_a_crash(tmp_path):
             assert "POP3 127.0.0.1:" in shown
 
 
-async def test_a_second_server_on_the_same_data_is_a_message(tmp_path):
-    lock = DataDirLock(tmp_path / "data")
+async def test_a_console_waits_for_a_server_that_holds_the_data_but_does_not_answer(tmp_path):
+    lock = DataDirLock(tmp_path / "data")   # (as a server starting up, or an admin command, holds it)
     assert lock.acquire()
     try:
         app = MailtuiApp(make_config(tmp_path / "data"))
         async with app.run_test(size=(100, 30)) as pilot:
-            await until(pilot, lambda: app.lifecycle.phase == "failed", "the failure")
-            assert f"another mailtui server owns this data directory (pid {os.getpid()})" in screen_text(app)
-            await pilot.press("2", "a")   # what cannot be done says why, truly
-            said = lambda: [n.message for n in app._notifications]  # noqa: E731
-            await until(pilot, lambda: any("owns this data directory" in n for n in said()), "the refusal")
-            assert not any("is not running" in n for n in said())
-            await pilot.press("q")
+            await until(pilot, lambda: app.lifecycle.phase == "waiting", "the wait")
+            assert app.lifecycle.attached
+            assert "no mail server answers on" in screen_text(app)
+            await pilot.press("q")     # an attached console quits at once
+            await until(pilot, lambda: app.lifecycle.phase == "stopped", "the quit")
     finally:
         lock.release()
 
@@ -314,7 +311,10 @@ async def test_quitting_stops_the_server(tmp_path):
     async with app.run_test() as pilot:
         await asyncio.wait_for(app.lifecycle.ready.wait(), 10)
         port = app.core.port("smtp")
-        await pilot.press("q")
+        await pilot.press("q")     # the console's own server: it asks first
+        await until(pilot, lambda: isinstance(app.screen, QuitDialog), "the question")
+        assert app.lifecycle.running
+        await pilot.press("q")     # q again says yes
         await until(pilot, lambda: app.lifecycle.phase == "stopped", "the stop")
     assert app.return_code == 0
     with pytest.raises(OSError):

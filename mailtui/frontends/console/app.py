@@ -1,8 +1,11 @@
 """The console application: the server and its live view in one event loop.
 
-The app builds its server (a :class:`~mailtui.server.core.Core`, or anything
-that is a :class:`~.backend.MailServer`), starts it when mounted, on
-Textual's own loop, and stops it on quit (:mod:`.lifecycle`). The mail path
+When a server already owns the data directory (``mailtui serve``), the console
+attaches to it over its control socket (:mod:`.attached`) and quitting leaves
+it running. Otherwise the app builds its own server (a
+:class:`~mailtui.server.core.Core`, or anything that is a
+:class:`~.backend.MailServer`), starts it when mounted, on Textual's own
+loop, and stops it on quit, after asking (:mod:`.lifecycle`). The mail path
 never waits for the screen: a timer takes the pending events a few times a
 second (:mod:`.batch`) and redraws only the panel on show. The admin's
 workflows are a layer below (:mod:`.workflows`); this module composes the
@@ -14,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
 from collections import deque
@@ -32,9 +36,11 @@ from ... import __version__
 from ...config import Config
 from ...events import Event, EventBus, ListenerFailed, Notice
 from ...server.core import Core
-from .backend import ServerFactory
-from .batch import PANELS, TICK, Batcher, Frame
-from .dialogs import HelpScreen
+from ...server.snapshot import history_rows
+from .attached import AttachedServer
+from .backend import MailServer, ServerFactory
+from .batch import PANELS, TICK, Batcher, Frame, HistoryLoaded
+from .dialogs import ConfirmDialog, HelpScreen
 from .keys import TypeAhead
 from .lifecycle import ServerLifecycle
 from .model import MAX_ROWS, ConsoleModel
@@ -67,8 +73,24 @@ DARK_ANSI = TerminalTheme(
 )
 
 
+class QuitDialog(ConfirmDialog):
+    """Stop the console's own server? ``q`` again, ``y`` or Enter says yes."""
+
+    BINDINGS = [Binding("q", "answer(True)", "Quit", show=False)]
+
+    def __init__(self) -> None:
+        super().__init__("Quit", "Stop the mail server? It stops taking and delivering mail until it is "
+                         "started again (mail waiting in the queue is kept).", confirm="Stop and quit",
+                         danger=False)
+
+
 class MailtuiApp(AdminWorkflows, TypeAhead):
-    """``core_factory(config, bus=bus)`` builds the server (tests pass a stand-in)."""
+    """``core_factory(config, bus=bus)`` builds the server of its own (tests pass a stand-in).
+
+    With ``attach`` (the default) the console attaches to the server that owns
+    the data directory, if one does; with ``attach_only`` it never runs one of
+    its own (a browser tab, see :mod:`mailtui.frontends.web`).
+    """
 
     TITLE = "mailtui"
     CSS_PATH = "console.tcss"
@@ -86,7 +108,7 @@ class MailtuiApp(AdminWorkflows, TypeAhead):
 
     def __init__(self, config: Config, *, core_factory: ServerFactory = Core,
                  clock: Callable[[], float] = time.time, welcome: str = "", intro: str = "",
-                 handle_signals: bool = False) -> None:
+                 handle_signals: bool = False, attach: bool = True, attach_only: bool = False) -> None:
         super().__init__()
         self.config = config
         self.clock = clock
@@ -95,8 +117,12 @@ class MailtuiApp(AdminWorkflows, TypeAhead):
         self.handle_signals = handle_signals
         bus = EventBus()
         subscription = bus.subscribe(maxsize=50_000)   # before the server starts: its first events count
-        self.core = core_factory(config, bus=bus)
-        self.lifecycle = ServerLifecycle(self.core, on_change=self._show_status)
+        self.lifecycle = ServerLifecycle(core_factory(config, bus=bus), on_change=self._phase_changed,
+                                         attach=(lambda: AttachedServer(config, bus=bus)) if attach else None,
+                                         data_dir=config.server.data_dir, attach_only=attach_only)
+        self._shown_phase = ""
+        self._parent_pid = os.getppid()
+        self._hung_up = False
         self.model = ConsoleModel()
         self.log_records: deque[logging.LogRecord] = deque(maxlen=200)
         self.batch = Batcher(subscription, self.model, self.log_records)
@@ -127,11 +153,17 @@ class MailtuiApp(AdminWorkflows, TypeAhead):
         self.set_interval(1.0, self._second, name="console-second")
         if self.handle_signals:
             loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            for sig, handler in ((signal.SIGTERM, self.action_quit_now), (signal.SIGINT, self.action_quit_now),
+                                 (signal.SIGHUP, self.hang_up)):
                 with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                    loop.add_signal_handler(sig, self.action_quit)
+                    loop.add_signal_handler(sig, handler)
         self.query_one("#connections-table", LiveTable).focus()
         self.run_worker(self._start_server(), name="core-start", group="core", exit_on_error=False)
+
+    @property
+    def core(self) -> MailServer:  # type: ignore[override]
+        """The server shown: the console's own, or the one it attached to."""
+        return self.lifecycle.server
 
     @property
     def active_panel(self) -> str:
@@ -145,7 +177,12 @@ class MailtuiApp(AdminWorkflows, TypeAhead):
             problem = self.lifecycle.problem
             self.notify(problem, title="Could not start the server", severity="error", timeout=60)
             self._write_note(f"✗ {problem}", "bold red")
+        elif self.lifecycle.attached:
+            return
         elif self.lifecycle.running:
+            store = getattr(self.core, "store", None)   # (a stand-in server may keep none)
+            if store is not None:
+                self.core.bus.publish(HistoryLoaded(history=history_rows(self.core)))
             listeners = self.core.listeners
             if listeners and not any(li.ok for li in listeners):
                 self.notify("No listener could be bound: this server receives no mail. "
@@ -169,12 +206,36 @@ class MailtuiApp(AdminWorkflows, TypeAhead):
         self.exit()
 
     def action_quit(self) -> None:  # type: ignore[override]
+        """An attached console quits at once; one with its own server asks before stopping mail."""
+        if self.lifecycle.running and not self.lifecycle.attached:
+            self.run_worker(self._ask_then_quit(), name="quit", group="quit", exclusive=True, exit_on_error=False)
+        else:
+            self.action_quit_now()
+
+    def hang_up(self) -> None:
+        """The terminal is gone: stop (or detach from) the server, then end at once.
+
+        Nothing is left to restore on a terminal that hung up, and Textual's
+        orderly exit can wait forever on one; the server has been stopped
+        cleanly by then.
+        """
+        async def stop_then_end() -> None:
+            await self.lifecycle.stop()
+            os._exit(0)
+
+        if not self._hung_up:
+            self._hung_up = True
+            self.run_worker(stop_then_end(), name="hang-up", group="core", exclusive=True, exit_on_error=False)
+
+    async def _ask_then_quit(self) -> None:
+        if await self.push_screen_wait(QuitDialog()):
+            self.action_quit_now()
+
+    def action_quit_now(self) -> None:
+        """Quit without asking (stopping the console's own server cleanly)."""
         if self.lifecycle.phase not in ("stopping", "stopped"):
             self.run_worker(self._shutdown_then_exit(), name="shutdown", group="core", exclusive=True,
                             exit_on_error=False)
-
-    def action_quit_now(self) -> None:
-        self.action_quit()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """A console action that failed is a message, never the end of the console (or the server)."""
@@ -205,6 +266,8 @@ class MailtuiApp(AdminWorkflows, TypeAhead):
             self._alert(alert)
         if frame.status:
             self._show_status()
+        for text, style in frame.notes:
+            self._write_note(text, style)
         if frame.redraw:
             if frame.log or frame.log_skipped:
                 for activity in self.query(LOGS):
@@ -212,6 +275,8 @@ class MailtuiApp(AdminWorkflows, TypeAhead):
             self._sync(self.active_panel)
 
     def _second(self) -> None:
+        if self.handle_signals and os.getppid() != self._parent_pid:
+            self.hang_up()     # whoever showed this console is gone (tmux killed, `mailtui web` stopped)
         self._show_status()
         if self.active_panel == "queue":
             self.query_one(QueuePanel).tick()
@@ -223,13 +288,33 @@ class MailtuiApp(AdminWorkflows, TypeAhead):
         elif isinstance(event, Notice):
             self.notify(event.text, severity="error" if event.level == "error" else "warning", timeout=8)
 
+    def _phase_changed(self) -> None:
+        """The lifecycle's phase changed: the status line shows it; an attached console's comings and goings
+        are said once each."""
+        phase, before = self.lifecycle.phase, self._shown_phase
+        self._shown_phase = phase
+        if self.lifecycle.attached and phase != before:
+            if phase == "running":
+                pid = getattr(self.core, "pid", 0)
+                text = (f"Attached to the mail server (pid {pid}); quitting this console leaves it running"
+                        if before in ("", "starting") else f"The mail server is back (pid {pid}): attached again")
+                self.notify(text, title="Attached", timeout=6)
+                self._write_note(f"● {text}", "bold")
+            elif phase == "waiting" and before in ("", "starting", "running"):
+                self.notify(self.lifecycle.problem, title="The mail server is not running", severity="error",
+                            timeout=30)
+                self._write_note(f"✗ {self.lifecycle.problem}", "bold red")
+        self._show_status()
+
     def _show_status(self) -> None:
         try:
             status = self.query_one(StatusBar)
         except NoMatches:  # not mounted yet, or shutting down
             return
         phase = self.lifecycle.phase
-        status.show_listeners(self.core.listeners if phase != "starting" else [], phase, self.lifecycle.problem)
+        note = f"attached to pid {getattr(self.core, 'pid', '?')}" if self.lifecycle.attached else ""
+        status.show_listeners(self.core.listeners if phase != "starting" else [], phase, self.lifecycle.problem,
+                              note=note)
         now = self.clock()
         queued = len(self.core.queue) if self.lifecycle.running else 0
         rate = self.model.rate
@@ -288,7 +373,9 @@ class MailtuiApp(AdminWorkflows, TypeAhead):
         cfg = self.config
         listeners = ", ".join(f"{li.proto.upper()} {li.bound or li.address}{'' if li.ok else ' (failed)'}"
                               for li in self.core.listeners)
-        return [("Version", f"mailtui {__version__}"), ("Config", cfg.source),
+        server = (f"attached to pid {getattr(self.core, 'pid', '?')} (quitting leaves it running)"
+                  if self.lifecycle.attached else "this console's own (quitting stops it)")
+        return [("Version", f"mailtui {__version__}"), ("Server", server), ("Config", cfg.source),
                 ("Data", str(cfg.server.data_dir)), ("Hostname", cfg.server.hostname),
                 ("Domains", ", ".join(cfg.server.local_domains)), ("Listening", listeners or "—")]
 

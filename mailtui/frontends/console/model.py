@@ -53,6 +53,7 @@ class SessionRow:
     refusals: deque[tuple[float, str, str]] = field(default_factory=lambda: deque(maxlen=KEPT_PER_SESSION))
     accepted: deque[str] = field(default_factory=lambda: deque(maxlen=KEPT_PER_SESSION))   # message IDs
     version: int = 0       # bumped on every change (the table redraws a row only when it changed)
+    history: bool = False  # from the stored log, from before this console started (drawn dimmed)
 
     @property
     def outcome(self) -> str:
@@ -86,6 +87,11 @@ class ClientNetworks(Protocol):
     def name(self) -> str: ...
     @property
     def networks(self) -> Sequence[str]: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredLookup(ev.DnsLookup):
+    """A DNS lookup from the stored log, from before this console started (drawn dimmed)."""
 
 
 @dataclass
@@ -166,6 +172,20 @@ class ConsoleModel:
                 row.covered = covered
                 row.version += 1
         self.registry_stale = False
+
+    def restart(self, counters: Counters) -> None:
+        """Start over (a new snapshot of an attached server): no rows, the server's own totals."""
+        self.sessions.clear()
+        self.dns.clear()
+        self.counters = counters
+
+    def add_history(self, sessions: Iterable[SessionRow], lookups: Iterable[ev.DnsLookup]) -> None:
+        """Stored rows, oldest first, go before the live ones (the bounds still hold)."""
+        live = list(self.sessions.values())
+        self.sessions.clear()
+        for row in [*sessions, *live][-self.max_rows:]:
+            self.sessions[row.key] = row
+        self.dns = deque([*lookups, *self.dns], maxlen=self.max_rows)
 
     def apply(self, events: Iterable[ev.Event]) -> Changes:
         changes = Changes()

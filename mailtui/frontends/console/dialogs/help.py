@@ -12,7 +12,7 @@ from textual.widgets import Footer, Label, Static
 
 KEYS = (
     ("Panels", "1 Connections · 2 Clients · 3 DNS · 4 Queue · 5 Log · Tab / Shift+Tab move the focus"),
-    ("Anywhere", "? help · Ctrl+P command palette · t light/dark theme · q quit (stops the server)"),
+    ("Anywhere", "? help · Ctrl+P command palette · t light/dark theme · q quit (asks first when this console runs the server) · Ctrl+Q quit at once"),
     ("Tables", "↑ ↓ or j k · PgUp PgDn · Home End (g G) · click, double-click, wheel · "
                "End follows new rows again"),
     ("", "Enter details of the row · y copy its ID or address · / filter (Esc clears) · "

@@ -68,6 +68,17 @@ def who_text(row: SessionRow) -> Text:
 
 
 def session_cells(row: SessionRow) -> dict[str, Cell]:
+    cells = _session_cells(row)
+    return dimmed(cells) if row.history else cells
+
+
+def dimmed(cells: dict[str, Cell]) -> dict[str, Cell]:
+    """A row from the stored history: dim, whatever its colours."""
+    return {key: Text(value.plain if isinstance(value, Text) else value, style="dim")
+            for key, value in cells.items()}
+
+
+def _session_cells(row: SessionRow) -> dict[str, Cell]:
     return {
         "time": clock_time(row.at),
         "proto": row.proto,

@@ -13,7 +13,8 @@ from textual.reactive import reactive
 from ....events import DnsLookup
 from ....wire import printable
 from ..dialogs.detail import Detail
-from .connections import clock_time
+from ..model import StoredLookup
+from .connections import clock_time, dimmed
 from .filter import FilterBar
 from .panel import TablePanel, table_bindings
 from .table import Cell, Column, LiveTable
@@ -35,6 +36,11 @@ def rcode_text(rcode: str) -> Text:
 
 
 def dns_cells(event: DnsLookup) -> dict[str, Cell]:
+    cells = _dns_cells(event)
+    return dimmed(cells) if isinstance(event, StoredLookup) else cells
+
+
+def _dns_cells(event: DnsLookup) -> dict[str, Cell]:
     answer = ", ".join(event.answer)
     return {
         "time": clock_time(event.at),
