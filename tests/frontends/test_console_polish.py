@@ -265,14 +265,16 @@ async def test_at_80x24_the_queue_detail_wraps_and_scrolls(scene):
         row = QueueRow(key="19A2B3C4D5E9F0A1B", sender="alice@example.test", recipients=recipients, attempts=3,
                        next_attempt=NOW + 60, last_error=recipients[0][2], in_flight=False, size=2200,
                        arrival=NOW - 600)
+        # The panel draws the scene's own queue when it is shown: show the long row after that.
+        await until(pilot, lambda: scene.focused is scene.query_one("#queue-table"), "the queue panel")
+        await pilot.pause()
         scene.query_one(QueuePanel).show([row])
-        await pilot.pause(0.2)
         pane = scene.query_one("#queue-panel DetailPane")
-        assert pane.max_scroll_y > 0 and "user5@" not in screen_text(scene)
+        await until(pilot, lambda: pane.max_scroll_y > 0, "the detail to overflow")
+        assert "user5@" not in screen_text(scene)
         assert "did not answer in time, will try again" in screen_text(scene)   # wrapped, not cut
         pane.scroll_end(animate=False)
-        await pilot.pause(0.2)
-        assert "user5@far-away-domain-5.example" in screen_text(scene)
+        await until(pilot, lambda: "user5@far-away-domain-5.example" in screen_text(scene), "the last recipient")
 
 
 # -- wording --------------------------------------------------------------------------------------
