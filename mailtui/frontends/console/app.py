@@ -279,7 +279,11 @@ class MailtuiApp(AdminWorkflows, TypeAhead):
             self.hang_up()     # whoever showed this console is gone (tmux killed, `mailtui web` stopped)
         self._show_status()
         if self.active_panel == "queue":
-            self.query_one(QueuePanel).tick()
+            panel = self.query_one(QueuePanel)
+            if panel.shows_attempts:
+                self.batch.mark("queue")
+                self._sync("queue")
+            panel.tick()
 
     def _alert(self, event: Event) -> None:
         if isinstance(event, ListenerFailed):

@@ -188,6 +188,11 @@ class QueuePanel(TablePanel):
         """Redraw the countdowns."""
         self.table.refresh()
 
+    @property
+    def shows_attempts(self) -> bool:
+        """A row shows an attempt in flight: its end publishes no event of its own, so look again."""
+        return any(row.in_flight for row in self.table.rows)
+
     def _detail(self, row: QueueRow | None) -> None:
         self.query_one(DetailPane).show(self._detail_text(row))
 
