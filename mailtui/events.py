@@ -175,6 +175,7 @@ class DeliveredRemote(Event):
     remote_mta: str
     reply: str
     tls: bool = False
+    reused: bool = False      # over a cached connection that had carried mail before
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

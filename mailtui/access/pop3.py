@@ -44,7 +44,7 @@ from ..events import (
 )
 from ..store.db import Store
 from ..store.maildir import MaildirError, Maildirs, StoredMessage
-from ..wire import peer_of
+from ..wire import dot_stuff, peer_of
 
 log = logging.getLogger(__name__)
 
@@ -139,17 +139,6 @@ def parse_command(line: bytes) -> Command:
 
 
 # -- message bodies ---------------------------------------------------------------
-
-def dot_stuff(chunk: bytes, at_line_start: bool) -> tuple[bytes, bool]:
-    """Double every '.' that starts a line; returns the chunk and the new line-start flag.
-
-    Works on consecutive chunks of one file, so lines may span chunks.
-    """
-    out = chunk.replace(b"\n.", b"\n..")
-    if at_line_start and out.startswith(b"."):
-        out = b"." + out
-    return out, (chunk.endswith(b"\n") if chunk else at_line_start)
-
 
 def _terminator(tail: bytes) -> bytes:
     """End a multi-line body, adding the CRLF a file may lack before the final '.'."""

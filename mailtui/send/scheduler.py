@@ -54,6 +54,9 @@ class Transfer(Protocol):
     def retry_delay(self, attempts: int) -> float:
         """Seconds to wait after ``attempts`` failed attempts."""
 
+    def close(self) -> None:
+        """Let go of what is kept between attempts (cached connections)."""
+
 
 def busy_domain(domains: Iterable[str], active: Mapping[str, int], limit: int) -> str | None:
     """The first domain (in sorted order) that already has ``limit`` attempts running."""
@@ -155,7 +158,8 @@ class Scheduler:
         """Stop taking messages; give running attempts ``grace`` seconds, then cancel them.
 
         A cancelled attempt leaves the spool as it was before it began, so the
-        message is simply tried again after the next start.
+        message is simply tried again after the next start. Then the
+        connections kept open for the next attempts are closed (QUIT).
         """
         grace = self.stop_grace if grace is None else grace
         self._stopping = True
@@ -166,6 +170,7 @@ class Scheduler:
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=grace)
             await _cancel_until_done(pending)
+        self.transfer.close()
 
     def _abandon(self) -> None:
         """Hard stop: cancel attempts at once (each releases its message)."""
@@ -173,6 +178,7 @@ class Scheduler:
         self._release_parked()
         for t in list(self._tasks.values()):
             t.cancel()
+        self.transfer.close()
 
     def _release_parked(self) -> None:
         parked, self._parked = self._parked, {}
