@@ -19,6 +19,7 @@ import asyncio
 import ssl
 from collections import deque
 from dataclasses import dataclass
+from typing import cast
 
 MAX_LINE = 8192            # RFC 5321 4.5.3.1.5 says 512; be generous, but bounded
 MAX_REPLY = 64 * 1024      # a whole multi-line reply (a long EHLO is a few hundred octets)
@@ -108,8 +109,7 @@ class SmtpConnection(asyncio.Protocol):
     # -- asyncio.Protocol ----------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # (uvloop's is no subclass of it)
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
