@@ -1,9 +1,10 @@
 """The courier that speaks SMTP: MX hosts in order, connections kept for the next message.
 
-For each address of each host (best first) it takes a cached session to that
-destination or opens one, until one session gets as far as MAIL FROM; that
-session carries the message (:mod:`mailtui.send.session`) and then goes back
-to the cache (:mod:`mailtui.send.connections`) or says QUIT.
+It takes a cached session to the best destination (MX host and address) that
+has one; else it opens one to each address of each host (best first) until
+one gets as far as MAIL FROM. That session carries the message
+(:mod:`mailtui.send.session`), then goes back to the cache
+(:mod:`mailtui.send.connections`) or says QUIT.
 
 A cached session that fails mid-way (the peer closed it while it waited, a
 timeout, a 421) is not the message's failure: the recipients it left without
@@ -46,36 +47,42 @@ class SmtpCourier:
                       body: bytes, smtputf8: bool = False,
                       body_8bit: bool = False) -> dict[str, Outcome]:
         mail = Mail(sender, list(recipients), normalize_crlf(body, final=True), smtputf8, body_8bit)
+        destinations = [Destination(h.name, a, self.port) for h in hosts for a in h.addresses]
+        done: dict[str, Outcome] = {}
+        cached = self._cached(destinations)
+        if cached is not None:
+            try:
+                return await self._carry(cached, mail)
+            except Broken as exc:  # not the message's failure: on to a fresh connection
+                if not exc.pending:
+                    return exc.done
+                done, mail = exc.done, replace(mail, recipients=exc.pending)
         failure = TryNext("no mail host to try").outcome
-        for host in hosts:
-            for address in host.addresses:
-                try:
-                    return await self._deliver_to(Destination(host.name, address, self.port), mail)
-                except TryNext as exc:
-                    failure = exc.outcome
-        return dict.fromkeys(mail.recipients, failure)
+        for destination in destinations:
+            try:
+                session = await self._open(destination)
+            except TryNext as exc:
+                failure = exc.outcome
+                continue
+            try:
+                return done | await self._carry(session, mail)
+            except Broken as exc:
+                return done | exc.results()
+        return done | dict.fromkeys(mail.recipients, failure)
 
     def close(self) -> None:
         if self.cache is not None:
             self.cache.close()
 
-    async def _deliver_to(self, destination: Destination, mail: Mail) -> dict[str, Outcome]:
-        """Deliver through ``destination``; raises :class:`TryNext` if it cannot take the mail."""
-        done: dict[str, Outcome] = {}
-        cached = self.cache.take(destination) if self.cache is not None else None
-        if isinstance(cached, Session):
-            try:
-                return await self._carry(cached, mail)
-            except Broken as exc:   # not the message's failure: on to a fresh connection
-                if not exc.pending:
-                    return exc.done
-                done = exc.done
-                mail = replace(mail, recipients=exc.pending)
-        session = await self._open(destination)
-        try:
-            return done | await self._carry(session, mail)
-        except Broken as exc:
-            return done | exc.results()
+    def _cached(self, destinations: list[Destination]) -> Session | None:
+        """A cached session to the best destination that has one (as Postfix, which
+        caches by domain too: a host that was down is not tried again for every message)."""
+        if self.cache is not None:
+            for destination in destinations:
+                session = self.cache.take(destination)
+                if isinstance(session, Session):
+                    return session
+        return None
 
     async def _carry(self, session: Session, mail: Mail) -> dict[str, Outcome]:
         try:
