@@ -25,7 +25,7 @@ import asyncio
 import ssl
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,12 +155,18 @@ class _ResumingContext(ssl.SSLContext):
                                 session=session or self.session)
 
 
-def opportunistic_context(cls: type[ssl.SSLContext] = ssl.SSLContext) -> ssl.SSLContext:
-    """Opportunistic TLS: encrypt, but check nothing (as Postfix's "may" level)."""
-    context = cls(ssl.PROTOCOL_TLS_CLIENT)
+_Context = TypeVar("_Context", bound=ssl.SSLContext)
+
+
+def _opportunistic(context: _Context) -> _Context:
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     return context
+
+
+def opportunistic_context() -> ssl.SSLContext:
+    """Opportunistic TLS: encrypt, but check nothing (as Postfix's "may" level)."""
+    return _opportunistic(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
 
 
 class TlsSessions:
@@ -173,8 +179,7 @@ class TlsSessions:
     def context(self, destination: Destination) -> ssl.SSLContext:
         context = self._contexts.get(destination)
         if context is None:
-            context = opportunistic_context(_ResumingContext)
-            assert isinstance(context, _ResumingContext)
+            context = _opportunistic(_ResumingContext(ssl.PROTOCOL_TLS_CLIENT))
             self._contexts[destination] = context
             while len(self._contexts) > self.size:
                 self._contexts.popitem(last=False)
