@@ -27,8 +27,7 @@ from dataclasses import dataclass
 
 from ..replies import enhanced_status, one_line
 from ..wire import dot_stuff
-from .client import ReplyTimeout, SmtpConnection, SmtpIOError
-from .client import Reply as Reply
+from .client import Reply, ReplyTimeout, SmtpConnection, SmtpIOError
 from .connections import Destination
 from .courier import Outcome
 
