@@ -7,10 +7,15 @@ import asyncio
 
 import pytest
 import uvloop
-from delivery_harness import smtp_port_fixture  # noqa: F401 (a fixture)
+from delivery_harness import (
+    harnesses_fixture,  # noqa: F401 (a fixture)
+    make_config,
+    smtp_port_fixture,  # noqa: F401 (a fixture)
+)
 from dnsworld import MX_HOST_2
 from sink import Sink
 
+from mailtui.config import ConfigError, from_mapping
 from mailtui.send.connections import CacheLimits, ConnectionCache, Destination
 from mailtui.send.session import Mail, Session
 
@@ -106,6 +111,31 @@ async def test_close_closes_the_idle_and_whatever_comes_back_later():
     cache.close()
     assert idle.closed and len(cache) == 0
     assert not cache.put(A, busy) and busy.closed
+
+
+# -- configuration ------------------------------------------------------------------
+
+@pytest.mark.parametrize("key, value, error", [
+    ("connection_reuse_limit", 0, "delivery.connection_reuse_limit: must be at least 1"),
+    ("connection_cache_time", -1, "delivery.connection_cache_time: must be at least"),
+    ("connection_cache_time", 0, "delivery.connection_cache_time: must be at least"),
+    ("connection_cache_size", "10", "delivery.connection_cache_size: expected an integer"),
+    ("connection_cache_per_destination", 1.5,
+     "delivery.connection_cache_per_destination: expected an integer"),
+    ("pipelining", "yes", "delivery.pipelining: expected true or false"),
+])
+def test_the_cache_keys_are_checked(key, value, error):
+    with pytest.raises(ConfigError, match=error):
+        from_mapping({"delivery": {key: value}})
+
+
+def test_the_cache_keys_reach_the_courier(tmp_path, harnesses):
+    config = make_config(tmp_path, (), 25, connection_reuse_limit=7, connection_cache_time=2.5,
+                         connection_cache_size=9, connection_cache_per_destination=3,
+                         pipelining=False)
+    courier = harnesses(tmp_path, config).transfer.courier
+    assert courier.cache.limits == CacheLimits(idle_time=2.5, reuse_limit=7, size=9, per_destination=3)
+    assert courier.pipelining is False
 
 
 # -- real sessions ------------------------------------------------------------------
