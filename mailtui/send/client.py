@@ -66,12 +66,14 @@ def parse_replies(buffer: bytearray) -> list[Reply]:
         if len(line) > MAX_LINE or not (line[:3].isdigit() and line[3:4] in (b"", b" ", b"-")):
             raise BadReply(f"not an SMTP reply: {line[:60]!r}")
         lines.append(line[4:].decode("utf-8", "replace").strip())
+        if pos - start > MAX_REPLY:
+            raise BadReply("reply too long")
         if line[3:4] != b"-":
             replies.append(Reply(int(line[:3]), "\n".join(lines)))
             lines = []
             start = pos
-    if pos - start > MAX_REPLY or len(buffer) - pos > MAX_LINE:
-        raise BadReply("reply too long")
+    if len(buffer) - pos > MAX_LINE:
+        raise BadReply("reply line too long")
     del buffer[:start]
     return replies
 

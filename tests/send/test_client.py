@@ -46,6 +46,7 @@ def test_parse_replies(wire, replies, left):
     b"250 " + b"x" * MAX_LINE + b"\r\n",          # a line too long
     b"250 " + b"x" * (MAX_LINE + 10),              # on its way to being one
     b"250-x\r\n" * 20000,                          # a reply that never ends
+    b"250-x\r\n" * 20000 + b"250 end\r\n",         # or ends too late
 ])
 def test_parse_replies_refuses_what_is_no_reply(wire):
     with pytest.raises(BadReply):
