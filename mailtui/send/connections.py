@@ -103,9 +103,8 @@ class ConnectionCache:
                 or limits.size < 1 or limits.per_destination < 1:
             session.close()
             return False
-        entries = self._idle.setdefault(destination, [])
-        if len(entries) >= limits.per_destination:
-            self._evict(entries[0])
+        if self.idle(destination) >= limits.per_destination:
+            self._evict(self._idle[destination][0])
         if len(self._lru) >= limits.size:
             self._evict(next(iter(self._lru)))
         entry = _Idle(destination, session)
@@ -125,8 +124,9 @@ class ConnectionCache:
             entry.session.close()
 
     def _forget(self, entry: _Idle) -> bool:
-        if self._lru.pop(entry, False) is False:
+        if entry not in self._lru:
             return False
+        del self._lru[entry]
         if entry.timer is not None:
             entry.timer.cancel()
         entries = self._idle[entry.destination]
