@@ -70,8 +70,9 @@ async def _cancel_until_done(tasks: set[asyncio.Task], poll: float = 0.1) -> Non
     """Cancel ``tasks`` and wait until they are done.
 
     On Python 3.11, ``asyncio.wait_for`` drops a cancellation that arrives just
-    as the awaited future completes (the queue's ``wait_due`` and aiosmtplib
-    both use it), so one ``cancel()`` is not always enough: repeat it.
+    as the awaited future completes (the queue's ``wait_due`` and the SMTP
+    client's connect both use it), so one ``cancel()`` is not always enough:
+    repeat it.
     """
     pending = {t for t in tasks if not t.done()}
     while pending:
