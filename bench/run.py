@@ -46,6 +46,7 @@ class Load:
     console: bool = False
     output: str = "devnull"
     attached: bool = False         # consoles and a browser tab attached to `serve` (bench/attached.py)
+    delivery: str = ""             # extra lines for mailtui's [delivery] table
 
 
 LOADS = [
@@ -54,6 +55,9 @@ LOADS = [
     Load("local-1x100k", "local, 1 session, 100 KiB", "local", 1, 100 * KiB),
     Load("local-10x100k", "local, 10 sessions, 100 KiB", "local", 10, 100 * KiB, target=0.8),
     Load("relay-10x4k", "relay via MX, 10 sessions, 4 KiB", "relay", 10, 4 * KiB),
+    Load("relay-10x4k-noreuse", "relay 10×4 KiB, no connection reuse", "relay", 10, 4 * KiB,
+         postfix=False, compare="relay-10x4k", compare_word="with reuse",
+         delivery="connection_reuse_limit = 1\n"),
     Load("pop3", "POP3 RETR+DELE, 4 KiB", "pop3", 1, 4 * KiB, postfix=False),
     Load("local-10x4k-hist", "local 10×4 KiB, 50k history", "local", 10, 4 * KiB, history=True,
          postfix=False, compare="local-10x4k", compare_word="fresh", target=0.9),
@@ -135,7 +139,8 @@ class Bench:
             return PostfixTarget(wd, sink_port=sink_port)
         dns_port = self.dns_server().port if load.kind == "relay" else None
         return MailtuiTarget(wd, self.registry_state, dns_port=dns_port, sink_port=sink_port,
-                             console=load.console, output=load.output, loop=self.args.loop)
+                             console=load.console, output=load.output, loop=self.args.loop,
+                             delivery=load.delivery)
 
     def run_one(self, load: Load, name: str, rnd: int, *, profile_to: Path | None = None):
         from loads import Sink, fill_history, fill_maildir, maildir_reached, measure_pop3, measure_smtp

@@ -171,6 +171,7 @@ class DeliveredRemote(Event):
     reply: str
     tls: bool = False
     queued_for: float = 0.0      # seconds from arrival to this delivery
+    reused: bool = False      # over a cached connection that had carried mail before
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
