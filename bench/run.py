@@ -45,6 +45,8 @@ class Load:
     target: float = 0.0            # the ratio target (0: none)
     console: bool = False
     output: str = "devnull"
+    attached: bool = False         # consoles and a browser tab attached to `serve` (bench/attached.py)
+    delivery: str = ""             # extra lines for mailtui's [delivery] table
 
 
 LOADS = [
@@ -53,6 +55,9 @@ LOADS = [
     Load("local-1x100k", "local, 1 session, 100 KiB", "local", 1, 100 * KiB),
     Load("local-10x100k", "local, 10 sessions, 100 KiB", "local", 10, 100 * KiB, target=0.8),
     Load("relay-10x4k", "relay via MX, 10 sessions, 4 KiB", "relay", 10, 4 * KiB),
+    Load("relay-10x4k-noreuse", "relay 10×4 KiB, no connection reuse", "relay", 10, 4 * KiB,
+         postfix=False, compare="relay-10x4k", compare_word="with reuse",
+         delivery="connection_reuse_limit = 1\n"),
     Load("pop3", "POP3 RETR+DELE, 4 KiB", "pop3", 1, 4 * KiB, postfix=False),
     Load("local-10x4k-hist", "local 10×4 KiB, 50k history", "local", 10, 4 * KiB, history=True,
          postfix=False, compare="local-10x4k", compare_word="fresh", target=0.9),
@@ -64,6 +69,8 @@ LOADS = [
          compare="local-10x4k", compare_word="/dev/null", output="file"),
     Load("console-10x4k", "local 10×4 KiB, console open", "local", 10, 4 * KiB, postfix=False,
          compare="local-10x4k", compare_word="headless", target=0.9, console=True),
+    Load("attached-10x4k", "local 10×4 KiB, 3 consoles + 1 browser tab attached", "local", 10, 4 * KiB,
+         postfix=False, compare="local-10x4k", compare_word="none attached", target=0.9, attached=True),
 ]
 
 
@@ -72,6 +79,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="1 round, 1,000 messages, 10,000 for the RSS check")
     p.add_argument("--vs-postfix", action="store_true", help="run the same loads against a throwaway Postfix")
     p.add_argument("--console", action="store_true", help="also run 10×4 KiB with the console open (under a pty)")
+    p.add_argument("--attached", action="store_true", help="also run 10×4 KiB with 3 consoles and a browser tab "
+                                                           "attached to serve, and their lag (bench/attached.py)")
     p.add_argument("--messages", type=int, help="messages per load (default 5,000; --quick 1,000)")
     p.add_argument("--rounds", type=int, help="rounds per load, medians reported (default 3; --quick 1)")
     p.add_argument("--history", type=int, default=50_000, help="messages of history for the *-hist loads")
@@ -132,7 +141,8 @@ class Bench:
             return PostfixTarget(wd, sink_port=sink_port)
         dns_port = self.dns_server().port if load.kind == "relay" else None
         return MailtuiTarget(wd, self.registry_state, dns_port=dns_port, sink_port=sink_port,
-                             console=load.console, output=load.output, loop=self.args.loop)
+                             console=load.console, output=load.output, loop=self.args.loop,
+                             delivery=load.delivery)
 
     def run_one(self, load: Load, name: str, rnd: int, *, profile_to: Path | None = None):
         from loads import Sink, fill_history, fill_maildir, maildir_reached, measure_pop3, measure_smtp
@@ -142,7 +152,7 @@ class Bench:
         wd.mkdir(parents=True)
         sink = Sink(wd).start() if load.kind == "relay" else None
         target = self.make_target(name, load, wd / "server", sink.port if sink else None)
-        spy = None
+        spy = attached = None
         try:
             baseline_new = 0
             baseline_queue = 0
@@ -154,6 +164,9 @@ class Bench:
                 fill_maildir(target.maildir_new, n, size=load.size)
             settle_disk()
             target.start(timeout=300)
+            if load.attached:
+                from attached import AttachedLoad
+                attached = AttachedLoad(target)
             time.sleep(2.0 if load.history else 0.5)  # let start-up work (first state flush) pass
             if profile_to is not None:
                 from spy import PySpy
@@ -180,11 +193,13 @@ class Bench:
             if sample.error:
                 sample.error += " | " + target.error_output()[-300:].replace("\n", " ")
         finally:
+            lag = attached.stop() if attached is not None else {}
             if spy is not None:
                 spy.stop()
             target.stop()
             if sink is not None:
                 sink.stop()
+        sample.extra.update(lag)
         sample.extra["loadavg"] = round(os.getloadavg()[0], 2)
         return sample
 
@@ -196,7 +211,10 @@ class Bench:
                 status = f"ERROR {sample.error}" if sample.error else \
                     f"{sample.rate:,.0f} msg/s, {sample.cpu_ms:.2f} ms CPU/msg" + (
                         f", loop thread {sample.extra['loop_busy']:.0%} busy" if "loop_busy" in sample.extra else "") + (
-                        f", login {sample.extra['login_s']}s" if "login_s" in sample.extra else "")
+                        f", login {sample.extra['login_s']}s" if "login_s" in sample.extra else "") + (
+                        f", console lag p50 {sample.extra['lag_p50_s']}s p99 {sample.extra['lag_p99_s']}s max "
+                        f"{sample.extra['lag_max_s']}s over {sample.extra['lag_messages']} messages, "
+                        f"resyncs {sample.extra['resyncs']}" if "lag_p50_s" in sample.extra else "")
                 log(f"{load.key} round {rnd} {name}: {status} (load avg {sample.extra['loadavg']})")
 
     # -- the RSS check --
@@ -402,7 +420,8 @@ def main(argv=None) -> int:
         print(f"{'rss':20} RSS after {args.rss_messages:,} messages vs after 1,000")
         return 0
     only = set(args.only.split(",")) if args.only else None
-    loads = [l for l in LOADS if (only is None or l.key in only) and (args.console or not l.console)]
+    loads = [l for l in LOADS if (only is None or l.key in only) and (args.console or not l.console)
+             and (args.attached or not l.attached)]
     if args.console:
         from targets import console_available  # (checks the work tree; the snapshot is a copy of it)
         if not console_available():

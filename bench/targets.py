@@ -71,7 +71,7 @@ class MailtuiTarget:
 
     def __init__(self, workdir: Path, registry_state: Path, *, dns_port: int | None = None,
                  sink_port: int | None = None, console: bool = False, output: str = "devnull",
-                 loop: str = "auto"):
+                 loop: str = "auto", delivery: str = ""):
         self.workdir = workdir
         self.data_dir = workdir / "data"
         self.config = workdir / "mailtui.toml"
@@ -92,7 +92,7 @@ class MailtuiTarget:
         if dns_port:
             text += f'[dns]\nnameservers = ["127.0.0.1:{dns_port}"]\ntimeout = 2.0\n'
         if sink_port:
-            text += f'[delivery]\nremote_port = {sink_port}\n'
+            text += f'[delivery]\nremote_port = {sink_port}\n{delivery}'
         self.config.write_text(text)
 
     # -- paths the loads look at --

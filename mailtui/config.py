@@ -136,6 +136,11 @@ class DeliveryConfig:
     command_timeout: float = 120.0
     max_concurrency: int = 20
     max_per_domain: int = 4
+    connection_reuse_limit: int = 100
+    connection_cache_time: float = 5.0
+    connection_cache_size: int = 100
+    connection_cache_per_destination: int = 8
+    pipelining: bool = True
 
 
 @dataclass(frozen=True)

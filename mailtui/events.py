@@ -79,6 +79,8 @@ class ClientRefused(Event):
     stage: str  # "connect", "mail", "rcpt", "data"
     reply: str
     address: str = ""
+    client: str = ""  # the session's registered client, "" if none
+    login: str = ""   # the mailbox it logged in as, "" if none
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -110,6 +112,8 @@ class MessageAccepted(Event):
     size: int
     peer: str = ""
     store_seconds: float = 0.0   # end of DATA to the 250: the time it took to make it durable
+    client: str = ""             # the session's registered client, "" if none
+    login: str = ""              # the mailbox it logged in as, "" if none
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -167,6 +171,7 @@ class DeliveredRemote(Event):
     reply: str
     tls: bool = False
     queued_for: float = 0.0      # seconds from arrival to this delivery
+    reused: bool = False      # over a cached connection that had carried mail before
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -35,6 +35,17 @@ def normalize_crlf(data: bytes, *, final: bool = False) -> bytes:
     return data
 
 
+def dot_stuff(chunk: bytes, at_line_start: bool) -> tuple[bytes, bool]:
+    """Double every '.' that starts a line; returns the chunk and the new line-start flag.
+
+    Works on consecutive chunks of one file, so lines may span chunks.
+    """
+    out = chunk.replace(b"\n.", b"\n..")
+    if at_line_start and out.startswith(b"."):
+        out = b"." + out
+    return out, (chunk.endswith(b"\n") if chunk else at_line_start)
+
+
 def header_section(message: bytes) -> bytes:
     """The header section of a message, without the blank line that ends it.
 

@@ -79,7 +79,7 @@ async def test_every_panel_is_working_within_seconds():
                                ("4", "#queue-table")):
                 await pilot.press(key)
                 assert app.query_one(table).rows, table
-            await pilot.press("q")
+            await pilot.press("q", "q")      # quit; q again says yes to stopping the demo's server
             await asyncio.wait_for(_stopped(pilot), 10)
 
 

@@ -13,7 +13,7 @@ import ipaddress
 import re
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
 from ..addresses import AddressError, parse_address
 from ..store.db import Store
@@ -73,6 +73,36 @@ def normalize_mailbox(address: str, local_domains: tuple[str, ...]) -> str:
     return f"{local}@{addr.domain}"
 
 
+def network_table(clients: Iterable[tuple[str, Iterable[str]]]) -> list[tuple[Network, str]]:
+    """(network, client name) for each of the clients' networks, most specific first.
+
+    ``clients`` are (name, networks) pairs; a network that does not parse is skipped.
+    """
+    nets = []
+    for name, networks in clients:
+        for net in networks:
+            try:
+                nets.append((ipaddress.ip_network(net), name))
+            except ValueError:
+                continue
+    nets.sort(key=lambda item: item[0].prefixlen, reverse=True)
+    return nets
+
+
+def match_network(table: list[tuple[Network, str]], ip: str) -> str | None:
+    """The client of the first network in ``table`` (see :func:`network_table`) that holds ``ip``."""
+    try:
+        addr = ipaddress.ip_address(ip.split("%")[0])
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+        addr = addr.ipv4_mapped
+    for net, name in table:
+        if addr.version == net.version and addr in net:
+            return name
+    return None
+
+
 class Registry:
     def __init__(self, store: Store, local_domains: tuple[str, ...],
                  on_change: Callable[[str, str, str], None] | None = None):
@@ -87,31 +117,14 @@ class Registry:
 
     def reload(self) -> None:
         """Rebuild the in-memory indexes from TinyDB."""
-        nets = []
-        for doc in self._clients.all():
-            for net in doc.get("networks", []):
-                try:
-                    nets.append((ipaddress.ip_network(net), doc["name"]))
-                except ValueError:
-                    continue
-        nets.sort(key=lambda item: item[0].prefixlen, reverse=True)
-        self._networks = nets
+        self._networks = network_table((doc["name"], doc.get("networks", [])) for doc in self._clients.all())
         self._hashes = {doc["address"]: doc["password"] for doc in self._mailboxes.all()}
 
     # -- clients -----------------------------------------------------------------
 
     def match(self, ip: str) -> str | None:
         """Name of the registered client whose network holds ``ip`` (most specific)."""
-        try:
-            addr = ipaddress.ip_address(ip.split("%")[0])
-        except ValueError:
-            return None
-        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
-            addr = addr.ipv4_mapped
-        for net, name in self._networks:
-            if addr.version == net.version and addr in net:
-                return name
-        return None
+        return match_network(self._networks, ip)
 
     def clients(self) -> list[Client]:
         return sorted((Client(d["name"], tuple(d["networks"]), d.get("note", ""), d.get("created", 0.0))

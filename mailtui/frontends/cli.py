@@ -44,8 +44,18 @@ def build_parser() -> Parser:
                                                     "else embedded defaults)")
     p.add_argument("--version", action="version", version=f"mailtui {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    sub.add_parser("console", help="open the console (the default)")
+    console = sub.add_parser("console", help="open the console (the default): attached to the running server, "
+                                             "or running one of its own")
+    console.add_argument("--attach", action="store_true",
+                         help="only attach to a running server, never run one (waits for it)")
     sub.add_parser("serve", help="run the server headless, printing events")
+    web = sub.add_parser("web", help="serve the attached console to a browser (one console per tab)")
+    web.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT",
+                     help="where to listen (default 127.0.0.1:8080; loopback only unless --allow-remote)")
+    web.add_argument("--allow-remote", action="store_true",
+                     help="allow a non-loopback --listen: HTTPS, and --password-file is required")
+    web.add_argument("--password-file", metavar="FILE",
+                     help="HTTP basic authentication with the password on the first line of FILE (mode 600)")
     demo = sub.add_parser("demo", help="open the console on a self-contained loopback world")
     demo.add_argument("--headless", action="store_true", help="print events instead of opening the console")
     demo.add_argument("--seconds", type=float, default=0, help="stop after this many seconds (0: run until quit)")
@@ -323,10 +333,16 @@ def cmd_serve(config: Config) -> None:
     serve(config)
 
 
-def cmd_console(config: Config) -> None:
+def cmd_console(config: Config, attach_only: bool = False) -> None:
     from .console.runner import run_console
 
-    run_console(config)
+    run_console(config, attach_only=attach_only)
+
+
+def cmd_web(config: Config, args) -> None:
+    from .web import web_command
+
+    web_command(config, args.listen, args.allow_remote, args.password_file)
 
 
 def cmd_demo(config: Config, args) -> None:
@@ -344,9 +360,11 @@ def main(argv: list[str] | None = None) -> int:
         if command == "serve":
             cmd_serve(config)
         elif command == "console":
-            cmd_console(config)
+            cmd_console(config, getattr(args, "attach", False))
         elif command == "demo":
             cmd_demo(config, args)
+        elif command == "web":
+            cmd_web(config, args)
         elif command == "config":
             cmd_config(config, args)
         elif command == "client":

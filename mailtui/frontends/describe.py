@@ -64,7 +64,9 @@ def describe(event: ev.Event) -> str | None:
             return f"{event.msg_id} attempt {event.attempt} to {event.domain} for {_rcpts(event.recipients)}"
         case ev.DeliveredRemote():
             tls = " TLS" if event.tls else ""
-            return f"{event.msg_id} delivered to {event.recipient} via {event.remote_mta}{tls}: {event.reply}"
+            reused = " (reused connection)" if event.reused else ""
+            return f"{event.msg_id} delivered to {event.recipient} via {event.remote_mta}{tls}{reused}: " \
+                   f"{event.reply}"
         case ev.Deferred():
             wait = max(0, event.next_attempt - time.time())
             return f"{event.msg_id} deferred {event.recipient}: {event.error} (retry in {wait:.0f} s)"

@@ -30,3 +30,21 @@ def install_signal_handlers(loop: asyncio.AbstractEventLoop, stop: asyncio.Event
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):
             pass
+
+
+VIEWER_NICENESS = 10
+
+
+def give_way() -> None:
+    """Lower this process's CPU priority: it only watches a server that runs in another process.
+
+    An attached console (or ``mailtui web`` and the consoles of its tabs)
+    then takes the CPU the server leaves: on a busy machine the mail goes
+    first, and the console shows it a little later.
+    """
+    try:
+        current = os.nice(0)
+        if current < VIEWER_NICENESS:
+            os.nice(VIEWER_NICENESS - current)
+    except OSError:
+        pass

@@ -187,7 +187,7 @@ class SmtpSession(Engine):
         reply = self._over_limit
         self.closed_reason = reply
         self.ctx.bus.publish(ClientRefused(session=self.sid, proto=self.proto, peer=self.ip,
-                                           stage="connect", reply=reply))
+                                           stage="connect", reply=reply, client=self.network_client))
         await self.write_last(reply.encode() + b"\r\n", timeout=5)
         return False
 
@@ -257,7 +257,8 @@ class SmtpSession(Engine):
         reply = str(reply)
         self.last_refusal = f"refused: {reply}"
         self.ctx.bus.publish(ClientRefused(session=self.sid, proto=self.proto, peer=self.ip, stage=stage,
-                                           reply=reply, address=address))
+                                           reply=reply, address=address, client=self.network_client,
+                                           login=self.login))
         await self.push(reply)
 
     # -- greeting and extensions ----------------------------------------------------
@@ -445,6 +446,6 @@ class SmtpSession(Engine):
         self.messages += 1
         self.ctx.bus.publish(MessageAccepted(session=self.sid, msg_id=msg_id, sender=envelope.sender,
                                              recipients=tuple(envelope.recipients), size=len(data),
-                                             peer=self.ip, proto=self.proto,
-                                             store_seconds=time.monotonic() - self.data_ended))
+                                             peer=self.ip, proto=self.proto, client=self.network_client,
+                                             login=self.login, store_seconds=time.monotonic() - self.data_ended))
         await self.push(f"250 2.0.0 OK: queued as {msg_id}")

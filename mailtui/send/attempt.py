@@ -46,8 +46,10 @@ from ..store.db import Store
 from ..store.queue import Queue, QueueItem, RecipientState
 from ..wire import header_section
 from . import retry
-from .courier import Courier, Outcome, SmtpCourier
+from .connections import CacheLimits, ConnectionCache
+from .courier import Courier, Outcome
 from .dsn import build_dsn
+from .smtp_courier import SmtpCourier
 
 log = logging.getLogger(__name__)
 
@@ -208,8 +210,15 @@ class TransferAgent:
         self.store = store
         self.courier = courier or SmtpCourier(
             helo=config.server.hostname, port=d.remote_port,
-            connect_timeout=d.connect_timeout, command_timeout=d.command_timeout)
+            connect_timeout=d.connect_timeout, command_timeout=d.command_timeout,
+            pipelining=d.pipelining, cache=ConnectionCache(CacheLimits(
+                idle_time=d.connection_cache_time, reuse_limit=d.connection_reuse_limit,
+                size=d.connection_cache_size, per_destination=d.connection_cache_per_destination)))
         self._rng = rng or random.Random()
+
+    def close(self) -> None:
+        """Close the connections kept for the next attempts (at shutdown)."""
+        self.courier.close()
 
     def retry_delay(self, attempts: int) -> float:
         """Seconds to wait after ``attempts`` failed attempts (with jitter)."""
@@ -291,8 +300,9 @@ class TransferAgent:
         for rcpt, outcome in verdict.delivered:
             self.bus.publish(DeliveredRemote(msg_id=item.id, recipient=rcpt.address,
                                              remote_mta=outcome.remote_mta, reply=outcome.reply,
-                                             tls=outcome.tls, queued_for=time.time() - item.arrival))
-            self._log(item, rcpt, "delivered", tls=outcome.tls)
+                                             tls=outcome.tls, reused=outcome.reused,
+                                             queued_for=time.time() - item.arrival))
+            self._log(item, rcpt, "delivered", tls=outcome.tls, reused=outcome.reused)
         for rcpt in verdict.deferred:
             self.bus.publish(Deferred(msg_id=item.id, recipient=rcpt.address,
                                       error=rcpt.last_error, next_attempt=next_attempt,

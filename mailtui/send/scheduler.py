@@ -54,6 +54,9 @@ class Transfer(Protocol):
     def retry_delay(self, attempts: int) -> float:
         """Seconds to wait after ``attempts`` failed attempts."""
 
+    def close(self) -> None:
+        """Let go of what is kept between attempts (cached connections)."""
+
 
 def busy_domain(domains: Iterable[str], active: Mapping[str, int], limit: int) -> str | None:
     """The first domain (in sorted order) that already has ``limit`` attempts running."""
@@ -67,8 +70,9 @@ async def _cancel_until_done(tasks: set[asyncio.Task], poll: float = 0.1) -> Non
     """Cancel ``tasks`` and wait until they are done.
 
     On Python 3.11, ``asyncio.wait_for`` drops a cancellation that arrives just
-    as the awaited future completes (the queue's ``wait_due`` and aiosmtplib
-    both use it), so one ``cancel()`` is not always enough: repeat it.
+    as the awaited future completes (the queue's ``wait_due`` and the SMTP
+    client's connect both use it), so one ``cancel()`` is not always enough:
+    repeat it.
     """
     pending = {t for t in tasks if not t.done()}
     while pending:
@@ -155,7 +159,8 @@ class Scheduler:
         """Stop taking messages; give running attempts ``grace`` seconds, then cancel them.
 
         A cancelled attempt leaves the spool as it was before it began, so the
-        message is simply tried again after the next start.
+        message is simply tried again after the next start. Then the
+        connections kept open for the next attempts are closed (QUIT).
         """
         grace = self.stop_grace if grace is None else grace
         self._stopping = True
@@ -166,6 +171,7 @@ class Scheduler:
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=grace)
             await _cancel_until_done(pending)
+        self.transfer.close()
 
     def _abandon(self) -> None:
         """Hard stop: cancel attempts at once (each releases its message)."""
@@ -173,6 +179,7 @@ class Scheduler:
         self._release_parked()
         for t in list(self._tasks.values()):
             t.cancel()
+        self.transfer.close()
 
     def _release_parked(self) -> None:
         parked, self._parked = self._parked, {}

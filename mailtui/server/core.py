@@ -19,6 +19,7 @@ from pathlib import Path
 from .. import __version__
 from ..access.pop3 import Pop3Server
 from ..addresses import AddressError, parse_address
+from ..admin.attach import AttachHub
 from ..admin.control import ControlServer, socket_path
 from ..admin.registry import Registry
 from ..admin.throttle import LoginThrottle
@@ -43,7 +44,9 @@ from ..store.maildir import Maildirs
 from ..store.queue import Queue
 from ..store.safeio import DirSyncer
 from ..wire import hostport
+from . import snapshot
 from .metrics import Metrics, MetricsServer
+from .sessions import OpenSessions
 from .stats import ServerStats
 from .tls import server_context
 
@@ -91,6 +94,13 @@ class DataDirLock:
         self._fd = fd
         return True
 
+    def holder(self) -> int | None:
+        """The pid written by the process that holds the lock (None if unknown)."""
+        try:
+            return int(self.path.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
@@ -123,6 +133,8 @@ class Core:
         self.bus = bus or EventBus()
         self.stats = ServerStats()
         self.bus.add_listener(self.stats.observe)
+        self.sessions = OpenSessions()      # for consoles that attach later
+        self.bus.add_listener(self.sessions.observe)
         self.listeners: list[Listener] = []
         self._lock = DataDirLock(config.server.data_dir)
         self._tasks: list[asyncio.Task] = []
@@ -135,7 +147,9 @@ class Core:
     async def start(self) -> None:
         cfg = self.config
         if not self._lock.acquire():
-            raise AlreadyRunning(f"another mailtui server is using {cfg.server.data_dir}")
+            pid = self._lock.holder()
+            raise AlreadyRunning(f"another mailtui server owns this data directory"
+                                 f"{f' (pid {pid})' if pid else ''}: {cfg.server.data_dir}")
         try:
             await self._start()
         except BaseException:
@@ -186,7 +200,8 @@ class Core:
             scrape = MetricsServer(self.metrics)
             for ep in cfg.metrics.listen:
                 await self._bind("metrics", ep, scrape.serve)
-        self.control = ControlServer(self.admin, socket_path(cfg.server.data_dir))
+        hub = AttachHub(self.bus, lambda parts: snapshot.take(self, parts))
+        self.control = ControlServer(self.admin, socket_path(cfg.server.data_dir), hub)
         try:
             await self.control.start()
         except OSError as exc:

@@ -26,13 +26,14 @@ from textual.widgets import Input, Static
 from mailtui import events as ev
 from mailtui.admin.verbs import Admin
 from mailtui.config import from_mapping
-from mailtui.frontends.console.app import MailtuiApp
+from mailtui.frontends.console.app import MailtuiApp, QuitDialog
 from mailtui.frontends.console.batch import BUSY_BATCH, PANELS, Batcher
 from mailtui.frontends.console.dialogs import ClientForm, ConfirmDialog, MailboxForm
 from mailtui.frontends.console.model import MAX_ROWS, ConsoleModel
 from mailtui.frontends.console.widgets import LiveTable
 from mailtui.frontends.console.widgets.table import Column, fit_columns
 from mailtui.server.core import DataDirLock, Listener, open_state
+from mailtui.server.stats import ServerStats
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -197,7 +198,8 @@ async def test_a_deferred_message_is_retried_now(tmp_path):
         assert await asyncio.to_thread(send, port, "me@example.test", ["you@remote.test"]) == "accepted"
         await pilot.press("4")
         queue = table(app, "queue")
-        await until(pilot, lambda: queue.rows and queue.rows[0].attempts == 1, "the deferred message")
+        await until(pilot, lambda: queue.rows and queue.rows[0].attempts == 1 and not queue.rows[0].in_flight,
+                    "the deferred message")
         shown = screen_text(app)
         assert queue.rows[0].key in shown and re.search(r"in [45]m\d\ds", shown)  # 300 s, with jitter
         assert "queue 1" in shown
@@ -218,11 +220,11 @@ async def test_every_clients_key_reaches_its_workflow(tmp_path):
         await pilot.press("2")
         clients, mailboxes = table(app, "clients"), table(app, "mailboxes")
         await until(pilot, lambda: clients.rows and mailboxes.rows, "the rows")
-        for key in ("enter", "e"):
-            await pilot.press(key)
-            form = await until(pilot, lambda: isinstance(app.screen, ClientForm) and app.screen, f"the form ({key})")
+        for keys in (("enter", "e"), ("e",)):   # Enter opens the client's detail, which offers e (edit)
+            await pilot.press(*keys)
+            form = await until(pilot, lambda: isinstance(app.screen, ClientForm) and app.screen, f"the form {keys}")
             assert form.editing == "office"
-            if key == "enter":
+            if len(keys) == 2:
                 await pilot.press("escape")
                 await until(pilot, lambda: not isinstance(app.screen, ClientForm), "the form to close")
         await pilot.press("tab", "tab")   # to the note
@@ -232,9 +234,9 @@ async def test_every_clients_key_reaches_its_workflow(tmp_path):
 
         await pilot.press("tab")
         assert app.focused is mailboxes
-        for key in ("enter", "p"):
-            await pilot.press(key)
-            form = await until(pilot, lambda: isinstance(app.screen, MailboxForm) and app.screen, f"the form ({key})")
+        for keys in (("enter", "p"), ("p",)):
+            await pilot.press(*keys)
+            form = await until(pilot, lambda: isinstance(app.screen, MailboxForm) and app.screen, f"the form {keys}")
             assert form.address == "bob@example.test"
             await pilot.press("escape")
             await until(pilot, lambda: not isinstance(app.screen, MailboxForm), "the form to close")
@@ -289,15 +291,17 @@ async def test_a_listener_that_cannot_bind_is_a_message_not_a_crash(tmp_path):
             assert "POP3 127.0.0.1:" in shown
 
 
-async def test_a_second_server_on_the_same_data_is_a_message(tmp_path):
-    lock = DataDirLock(tmp_path / "data")
+async def test_a_console_waits_for_a_server_that_holds_the_data_but_does_not_answer(tmp_path):
+    lock = DataDirLock(tmp_path / "data")   # (as a server starting up, or an admin command, holds it)
     assert lock.acquire()
     try:
         app = MailtuiApp(make_config(tmp_path / "data"))
         async with app.run_test(size=(100, 30)) as pilot:
-            await until(pilot, lambda: app.lifecycle.phase == "failed", "the failure")
-            assert "another mailtui server is using" in screen_text(app)
-            await pilot.press("q")
+            await until(pilot, lambda: app.lifecycle.phase == "waiting", "the wait")
+            assert app.lifecycle.attached
+            assert "no mail server answers on" in screen_text(app)
+            await pilot.press("q")     # an attached console quits at once
+            await until(pilot, lambda: app.lifecycle.phase == "stopped", "the quit")
     finally:
         lock.release()
 
@@ -307,7 +311,10 @@ async def test_quitting_stops_the_server(tmp_path):
     async with app.run_test() as pilot:
         await asyncio.wait_for(app.lifecycle.ready.wait(), 10)
         port = app.core.port("smtp")
-        await pilot.press("q")
+        await pilot.press("q")     # the console's own server: it asks first
+        await until(pilot, lambda: isinstance(app.screen, QuitDialog), "the question")
+        assert app.lifecycle.running
+        await pilot.press("q")     # q again says yes
         await until(pilot, lambda: app.lifecycle.phase == "stopped", "the stop")
     assert app.return_code == 0
     with pytest.raises(OSError):
@@ -399,6 +406,8 @@ class SceneCore:
     def __init__(self, config, *, bus: ev.EventBus):
         self.config = config
         self.bus = bus
+        self.stats = ServerStats()
+        bus.add_listener(self.stats.observe)
         self.started = False
         self.listeners = [Listener("smtp", "127.0.0.1:2525", bound="127.0.0.1:2525", server=object()),
                           Listener("pop3", "127.0.0.1:1100", bound="127.0.0.1:1100", server=object())]
@@ -450,6 +459,7 @@ def scene_events() -> list[ev.Event]:
             for m in range(int(result[0])):
                 out.append(ev.MessageAccepted(session=sid, msg_id=f"19A2B3C4D60{n}{m}00", sender="alice@example.test",
                                               recipients=("kim@partner.example",), size=1200, peer=peer,
+                                              client=client, login="alice@example.test" if n == 2 else "",
                                               at=at - 60 * n))
                 out.append(ev.DeliveredRemote(msg_id=f"19A2B3C4D60{n}{m}00", recipient="kim@partner.example",
                                               remote_mta="mx.partner.example", reply="250 2.0.0 queued", at=at))

@@ -350,6 +350,9 @@ class ScriptedCourier:
         kinds = {"bad": "unknown", "later": "busy"}
         return {r: outcome(kinds.get(r.partition("@")[0], "ok")) for r in recipients}
 
+    def close(self) -> None:
+        pass
+
 
 def offline_config(tmp_path):
     return make_config(tmp_path, (), 25)  # domain literals need no DNS

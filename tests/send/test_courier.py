@@ -13,7 +13,8 @@ from delivery_harness import (
 from dnsworld import MX_HOST_1, MX_HOST_2, FakeMX, busy_server
 
 from mailtui.dns.resolver import MailHost
-from mailtui.send import courier
+from mailtui.send.courier import Courier
+from mailtui.send.smtp_courier import SmtpCourier
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -22,11 +23,11 @@ def hosts_for(*addresses: str) -> list[MailHost]:
     return [MailHost(f"mx{i + 1}.mx.test", (i + 1) * 10, [a]) for i, a in enumerate(addresses)]
 
 
-async def send(hosts, port, recipients, body=BODY, **kw):
-    args = dict(helo="mail.local.test", sender="alice@local.test", smtputf8=False,
-                body_8bit=False, connect_timeout=1.0, command_timeout=3.0) | kw
+async def send(hosts, port, recipients, body=BODY, *, sender="alice@local.test", **kw):
+    """One delivery on a connection of its own (no cache)."""
+    carrier = SmtpCourier(helo="mail.local.test", port=port, connect_timeout=1.0, command_timeout=3.0)
     return await asyncio.wait_for(
-        courier.send(hosts, port=port, recipients=recipients, body=body, **args), 10)
+        carrier.deliver(hosts, sender=sender, recipients=recipients, body=body, **kw), 10)
 
 
 async def test_courier_per_recipient_results_and_body(smtp_port):
@@ -118,8 +119,8 @@ async def test_courier_starttls(smtp_port):
 
 
 async def test_smtp_courier_keeps_the_courier_contract(smtp_port):
-    carrier: courier.Courier = courier.SmtpCourier(helo="mail.local.test", port=smtp_port,
-                                                   connect_timeout=1.0, command_timeout=3.0)
+    carrier: Courier = SmtpCourier(helo="mail.local.test", port=smtp_port,
+                                   connect_timeout=1.0, command_timeout=3.0)
     async with FakeMX(MX_HOST_2, smtp_port) as mx:
         results = await asyncio.wait_for(carrier.deliver(
             hosts_for(MX_HOST_1, MX_HOST_2), sender="alice@local.test",

@@ -65,6 +65,7 @@ class GatedTransfer:
         self.bounced: list[str] = []
         self.result = "delivered"
         self.error: Exception | None = None
+        self.closed = 0
 
     async def attempt(self, item: QueueItem, bounce_requested) -> None:
         gate = self.gates[item.id] = asyncio.Event()
@@ -87,6 +88,9 @@ class GatedTransfer:
 
     def retry_delay(self, attempts: int) -> float:
         return 3600.0
+
+    def close(self) -> None:
+        self.closed += 1
 
     def open(self, item: QueueItem) -> None:
         self.gates.pop(item.id).set()
@@ -241,6 +245,19 @@ async def test_cancelling_the_scheduler_abandons_its_attempts(alone):
     assert not running.in_flight and not parked.in_flight
     assert s.scheduler.status() == {"running": False, "active": 0, "parked": 0, "active_domains": {}}
     assert len(s.queue) == 2 and s.transfer.bounce_answers == []
+    assert s.transfer.closed == 1
+
+
+async def test_stop_closes_the_connections_once_the_attempts_are_over(alone):
+    s = alone(max_concurrency=4, max_per_domain=1)
+    item = await s.enqueue("a@x.test")
+    await s.started(1)
+    stopping = asyncio.create_task(s.scheduler.stop(grace=5))
+    await asyncio.sleep(0.05)
+    assert s.transfer.closed == 0      # the running attempt may still use its connection
+    s.transfer.open(item)
+    await asyncio.wait_for(stopping, 5)
+    assert s.transfer.closed == 1 and s.transfer.bounce_answers == [False]
 
 
 # -- with the real transfer agent, DNS and SMTP ----------------------------------------

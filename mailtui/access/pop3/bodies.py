@@ -13,19 +13,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import BinaryIO
 
+from ...wire import dot_stuff
+
 CRLF = b"\r\n"
 CHUNK = 64 * 1024           # file read size for RETR
-
-
-def dot_stuff(chunk: bytes, at_line_start: bool) -> tuple[bytes, bool]:
-    """Double every '.' that starts a line; returns the chunk and the new line-start flag.
-
-    Works on consecutive chunks of one file, so lines may span chunks.
-    """
-    out = chunk.replace(b"\n.", b"\n..")
-    if at_line_start and out.startswith(b"."):
-        out = b"." + out
-    return out, (chunk.endswith(b"\n") if chunk else at_line_start)
 
 
 def terminator(tail: bytes) -> bytes:

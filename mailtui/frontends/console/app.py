@@ -1,8 +1,11 @@
 """The console application: the server and its live view in one event loop.
 
-The app builds its server (a :class:`~mailtui.server.core.Core`, or anything
-that is a :class:`~.backend.MailServer`), starts it when mounted, on
-Textual's own loop, and stops it on quit (:mod:`.lifecycle`). The mail path
+When a server already owns the data directory (``mailtui serve``), the console
+attaches to it over its control socket (:mod:`.attached`) and quitting leaves
+it running. Otherwise the app builds its own server (a
+:class:`~mailtui.server.core.Core`, or anything that is a
+:class:`~.backend.MailServer`), starts it when mounted, on Textual's own
+loop, and stops it on quit, after asking (:mod:`.lifecycle`). The mail path
 never waits for the screen: a timer takes the pending events a few times a
 second (:mod:`.batch`) and redraws only the panel on show. The admin's
 workflows are a layer below (:mod:`.workflows`); this module composes the
@@ -14,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
 from collections import deque
@@ -33,10 +37,13 @@ from ...config import Config
 from ...dns.resolver import Resolver
 from ...events import Event, EventBus, ListenerFailed, Notice
 from ...server.core import Core
-from .backend import ServerFactory
-from .batch import PANELS, TICK, Batcher, Frame
-from .dialogs import HelpScreen
+from ...server.snapshot import history_rows
+from .attached import AttachedServer
+from .backend import MailServer, ServerFactory
+from .batch import PANELS, TICK, Batcher, Frame, HistoryLoaded
+from .dialogs import ConfirmDialog, HelpScreen
 from .dialogs.dnsrecords import DnsRecordsScreen
+from .keys import TypeAhead
 from .lifecycle import ServerLifecycle
 from .model import MAX_ROWS, ConsoleModel
 from .widgets import (
@@ -45,6 +52,7 @@ from .widgets import (
     ConnectionsPanel,
     DnsPanel,
     LiveTable,
+    LogPanel,
     MailboxRow,
     QueuePanel,
     QueueRow,
@@ -54,6 +62,7 @@ from .widgets.status import short_error
 from .workflows import AdminWorkflows
 
 log = logging.getLogger(__name__)
+LOGS = "ActivityLog, LogPanel"   # where the activity is written: the dock and the Log panel
 
 # Textual's dark ANSI palette draws magenta as red; keep it purple, so a delivery
 # attempt or a refusal never reads as a bounce.
@@ -66,8 +75,24 @@ DARK_ANSI = TerminalTheme(
 )
 
 
-class MailtuiApp(AdminWorkflows):
-    """``core_factory(config, bus=bus)`` builds the server (tests pass a stand-in)."""
+class QuitDialog(ConfirmDialog):
+    """Stop the console's own server? ``q`` again, ``y`` or Enter says yes."""
+
+    BINDINGS = [Binding("q", "answer(True)", "Quit", show=False)]
+
+    def __init__(self) -> None:
+        super().__init__("Quit", "Stop the mail server? It stops taking and delivering mail until it is "
+                         "started again (mail waiting in the queue is kept).", confirm="Stop and quit",
+                         danger=False)
+
+
+class MailtuiApp(AdminWorkflows, TypeAhead):
+    """``core_factory(config, bus=bus)`` builds the server of its own (tests pass a stand-in).
+
+    With ``attach`` (the default) the console attaches to the server that owns
+    the data directory, if one does; with ``attach_only`` it never runs one of
+    its own (a browser tab, see :mod:`mailtui.frontends.web`).
+    """
 
     TITLE = "mailtui"
     CSS_PATH = "console.tcss"
@@ -85,7 +110,7 @@ class MailtuiApp(AdminWorkflows):
 
     def __init__(self, config: Config, *, core_factory: ServerFactory = Core,
                  clock: Callable[[], float] = time.time, welcome: str = "", intro: str = "",
-                 handle_signals: bool = False) -> None:
+                 handle_signals: bool = False, attach: bool = True, attach_only: bool = False) -> None:
         super().__init__()
         self.config = config
         self.clock = clock
@@ -94,8 +119,12 @@ class MailtuiApp(AdminWorkflows):
         self.handle_signals = handle_signals
         bus = EventBus()
         subscription = bus.subscribe(maxsize=50_000)   # before the server starts: its first events count
-        self.core = core_factory(config, bus=bus)
-        self.lifecycle = ServerLifecycle(self.core, on_change=self._show_status)
+        self.lifecycle = ServerLifecycle(core_factory(config, bus=bus), on_change=self._phase_changed,
+                                         attach=(lambda: AttachedServer(config, bus=bus)) if attach else None,
+                                         data_dir=config.server.data_dir, attach_only=attach_only)
+        self._shown_phase = ""
+        self._parent_pid = os.getppid()
+        self._hung_up = False
         self.model = ConsoleModel()
         self.log_records: deque[logging.LogRecord] = deque(maxlen=200)
         self.batch = Batcher(subscription, self.model, self.log_records)
@@ -109,13 +138,13 @@ class MailtuiApp(AdminWorkflows):
             with TabPane("Connections", id="connections"):
                 yield ConnectionsPanel(id="connections-panel")
             with TabPane("Clients", id="clients"):
-                yield ClientsPanel(id="clients-panel")
+                yield ClientsPanel(self.clock, id="clients-panel")
             with TabPane("DNS", id="dns"):
                 yield DnsPanel(id="dns-panel")
             with TabPane("Queue", id="queue"):
                 yield QueuePanel(self.clock, id="queue-panel")
             with TabPane("Log", id="log"):
-                yield ActivityLog(id="log-tab")
+                yield LogPanel(id="log-panel")
         yield ActivityLog(id="log-dock")
         yield Footer()
 
@@ -126,11 +155,17 @@ class MailtuiApp(AdminWorkflows):
         self.set_interval(1.0, self._second, name="console-second")
         if self.handle_signals:
             loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            for sig, handler in ((signal.SIGTERM, self.action_quit_now), (signal.SIGINT, self.action_quit_now),
+                                 (signal.SIGHUP, self.hang_up)):
                 with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                    loop.add_signal_handler(sig, self.action_quit)
+                    loop.add_signal_handler(sig, handler)
         self.query_one("#connections-table", LiveTable).focus()
         self.run_worker(self._start_server(), name="core-start", group="core", exit_on_error=False)
+
+    @property
+    def core(self) -> MailServer:  # type: ignore[override]
+        """The server shown: the console's own, or the one it attached to."""
+        return self.lifecycle.server
 
     @property
     def active_panel(self) -> str:
@@ -142,9 +177,14 @@ class MailtuiApp(AdminWorkflows):
         await self.lifecycle.start()
         if self.lifecycle.problem:
             problem = self.lifecycle.problem
-            self.notify(problem, title="The server is not running", severity="error", timeout=60)
+            self.notify(problem, title="Could not start the server", severity="error", timeout=60)
             self._write_note(f"✗ {problem}", "bold red")
+        elif self.lifecycle.attached:
+            return
         elif self.lifecycle.running:
+            store = getattr(self.core, "store", None)   # (a stand-in server may keep none)
+            if store is not None:
+                self.core.bus.publish(HistoryLoaded(history=history_rows(self.core)))
             listeners = self.core.listeners
             if listeners and not any(li.ok for li in listeners):
                 self.notify("No listener could be bound: this server receives no mail. "
@@ -157,7 +197,7 @@ class MailtuiApp(AdminWorkflows):
                 self._write_note(self.intro or self.welcome, "bold")
 
     def _write_note(self, text: str, style: str) -> None:
-        for activity in self.query(ActivityLog):
+        for activity in self.query(LOGS):
             activity.write_note(text, style)
 
     async def on_unmount(self) -> None:
@@ -168,12 +208,36 @@ class MailtuiApp(AdminWorkflows):
         self.exit()
 
     def action_quit(self) -> None:  # type: ignore[override]
+        """An attached console quits at once; one with its own server asks before stopping mail."""
+        if self.lifecycle.running and not self.lifecycle.attached:
+            self.run_worker(self._ask_then_quit(), name="quit", group="quit", exclusive=True, exit_on_error=False)
+        else:
+            self.action_quit_now()
+
+    def hang_up(self) -> None:
+        """The terminal is gone: stop (or detach from) the server, then end at once.
+
+        Nothing is left to restore on a terminal that hung up, and Textual's
+        orderly exit can wait forever on one; the server has been stopped
+        cleanly by then.
+        """
+        async def stop_then_end() -> None:
+            await self.lifecycle.stop()
+            os._exit(0)
+
+        if not self._hung_up:
+            self._hung_up = True
+            self.run_worker(stop_then_end(), name="hang-up", group="core", exclusive=True, exit_on_error=False)
+
+    async def _ask_then_quit(self) -> None:
+        if await self.push_screen_wait(QuitDialog()):
+            self.action_quit_now()
+
+    def action_quit_now(self) -> None:
+        """Quit without asking (stopping the console's own server cleanly)."""
         if self.lifecycle.phase not in ("stopping", "stopped"):
             self.run_worker(self._shutdown_then_exit(), name="shutdown", group="core", exclusive=True,
                             exit_on_error=False)
-
-    def action_quit_now(self) -> None:
-        self.action_quit()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """A console action that failed is a message, never the end of the console (or the server)."""
@@ -204,16 +268,24 @@ class MailtuiApp(AdminWorkflows):
             self._alert(alert)
         if frame.status:
             self._show_status()
+        for text, style in frame.notes:
+            self._write_note(text, style)
         if frame.redraw:
             if frame.log or frame.log_skipped:
-                for activity in self.query(ActivityLog):
+                for activity in self.query(LOGS):
                     activity.write_events(frame.log, frame.log_skipped)
             self._sync(self.active_panel)
 
     def _second(self) -> None:
+        if self.handle_signals and os.getppid() != self._parent_pid:
+            self.hang_up()     # whoever showed this console is gone (tmux killed, `mailtui web` stopped)
         self._show_status()
         if self.active_panel == "queue":
-            self.query_one(QueuePanel).tick()
+            panel = self.query_one(QueuePanel)
+            if panel.shows_attempts:
+                self.batch.mark("queue")
+                self._sync("queue")
+            panel.tick()
 
     def _alert(self, event: Event) -> None:
         if isinstance(event, ListenerFailed):
@@ -222,13 +294,33 @@ class MailtuiApp(AdminWorkflows):
         elif isinstance(event, Notice):
             self.notify(event.text, severity="error" if event.level == "error" else "warning", timeout=8)
 
+    def _phase_changed(self) -> None:
+        """The lifecycle's phase changed: the status line shows it; an attached console's comings and goings
+        are said once each."""
+        phase, before = self.lifecycle.phase, self._shown_phase
+        self._shown_phase = phase
+        if self.lifecycle.attached and phase != before:
+            if phase == "running":
+                pid = getattr(self.core, "pid", 0)
+                text = (f"Attached to the mail server (pid {pid}); quitting this console leaves it running"
+                        if before in ("", "starting") else f"The mail server is back (pid {pid}): attached again")
+                self.notify(text, title="Attached", timeout=6)
+                self._write_note(f"● {text}", "bold")
+            elif phase == "waiting" and before in ("", "starting", "running"):
+                self.notify(self.lifecycle.problem, title="The mail server is not running", severity="error",
+                            timeout=30)
+                self._write_note(f"✗ {self.lifecycle.problem}", "bold red")
+        self._show_status()
+
     def _show_status(self) -> None:
         try:
             status = self.query_one(StatusBar)
         except NoMatches:  # not mounted yet, or shutting down
             return
         phase = self.lifecycle.phase
-        status.show_listeners(self.core.listeners if phase != "starting" else [], phase, self.lifecycle.problem)
+        note = f"attached to pid {getattr(self.core, 'pid', '?')}" if self.lifecycle.attached else ""
+        status.show_listeners(self.core.listeners if phase != "starting" else [], phase, self.lifecycle.problem,
+                              note=note)
         now = self.clock()
         queued = len(self.core.queue) if self.lifecycle.running else 0
         rate = self.model.rate
@@ -241,21 +333,23 @@ class MailtuiApp(AdminWorkflows):
         if not self.batch.take(panel):
             return
         if panel == "connections":
+            if self.model.registry_stale and self.lifecycle.running:   # a registration ends "press r" hints
+                self.model.reconcile(self.core.admin.registry.clients())
             self.query_one(ConnectionsPanel).show(list(self.model.sessions.values()))
         elif panel == "dns":
             self.query_one(DnsPanel).show(list(self.model.dns))
         elif panel == "queue":
             items = self.core.queue.items()
-            self.query_one(QueuePanel).show([QueueRow.of(item) for item in items[:MAX_ROWS]])
+            self.query_one(QueuePanel).show([QueueRow.of(item) for item in items[:MAX_ROWS]], self.model.counters)
         elif panel == "clients":
-            self.run_worker(self._load_registry(), group="registry", exclusive=True, exit_on_error=False)
+            self.run_worker(self._load_registry, group="registry", exclusive=True, exit_on_error=False)
 
     async def _load_registry(self) -> None:
         registry, maildirs = self.core.admin.registry, self.core.admin.maildirs
         clients = list(registry.clients())
         addresses = [m.address for m in registry.mailboxes()]
         panel = self.query_one(ClientsPanel)
-        panel.show(clients, [MailboxRow(a) for a in addresses])
+        panel.show(clients, [MailboxRow(a) for a in addresses], self.core.stats.totals)
         counts = await asyncio.to_thread(lambda: [maildirs.count(a) for a in addresses])
         panel.show(clients, [MailboxRow(a, n) for a, n in zip(addresses, counts)])
 
@@ -278,8 +372,9 @@ class MailtuiApp(AdminWorkflows):
         self.query_one(target).focus()
 
     def on_dns_panel_show_records(self, message: DnsPanel.ShowRecords) -> None:
-        resolver = getattr(self.core, "resolver", None) or Resolver(
-            self.config.dns.nameservers, self.config.dns.timeout, bus=self.core.bus)
+        # The server's own resolver when it runs here; attached to another process, one of our own.
+        resolver = getattr(self.core, "resolver", None) or Resolver(self.config.dns.nameservers,
+                                                                     self.config.dns.timeout)
         self.push_screen(DnsRecordsScreen(self.config, resolver))
 
     def action_help(self) -> None:
@@ -290,7 +385,9 @@ class MailtuiApp(AdminWorkflows):
         cfg = self.config
         listeners = ", ".join(f"{li.proto.upper()} {li.bound or li.address}{'' if li.ok else ' (failed)'}"
                               for li in self.core.listeners)
-        return [("Version", f"mailtui {__version__}"), ("Config", cfg.source),
+        server = (f"attached to pid {getattr(self.core, 'pid', '?')} (quitting leaves it running)"
+                  if self.lifecycle.attached else "this console's own (quitting stops it)")
+        return [("Version", f"mailtui {__version__}"), ("Server", server), ("Config", cfg.source),
                 ("Data", str(cfg.server.data_dir)), ("Hostname", cfg.server.hostname),
                 ("Domains", ", ".join(cfg.server.local_domains)), ("Listening", listeners or "—")]
 

@@ -17,6 +17,7 @@ from typing import Any, Protocol, Sequence
 from ...admin.registry import Client, Mailbox
 from ...config import Config
 from ...events import EventBus
+from ...server.stats import ServerStats
 from ...store.queue import QueueItem
 
 
@@ -71,6 +72,8 @@ class MailServer(Protocol):
     def queue(self) -> QueueView: ...
     @property
     def admin(self) -> AdminDesk: ...
+    @property
+    def stats(self) -> ServerStats: ...    # the server's totals, and its figures per client and login
     @property
     def started(self) -> bool: ...
 

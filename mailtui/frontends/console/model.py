@@ -11,14 +11,16 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, Protocol, Sequence
 
 from ... import events as ev
+from ...admin.registry import match_network, network_table
 
 MAX_ROWS = 500          # rows kept per live table
 LOG_BATCH_LINES = 25    # activity lines written per batch (a burst is counted, not drawn)
 RATE_BUCKET = 10.0      # seconds per sparkline bar
 RATE_BARS = 30          # bars kept (five minutes)
+KEPT_PER_SESSION = 10   # refusals and message IDs kept per session row, for its detail
 
 # What the activity log shows: the life of messages, and what needs reading.
 LOG_EVENTS = (ev.MessageAccepted, ev.DeliveredLocal, ev.Queued, ev.DeliveryAttempt, ev.DeliveredRemote,
@@ -46,7 +48,12 @@ class SessionRow:
     refusal: str = ""      # the last refusal reply sent
     messages: int = 0
     closed: bool = False
+    closed_at: float = 0.0
+    covered: str = ""      # the client registered since, whose network now holds the peer
+    refusals: deque[tuple[float, str, str]] = field(default_factory=lambda: deque(maxlen=KEPT_PER_SESSION))
+    accepted: deque[str] = field(default_factory=lambda: deque(maxlen=KEPT_PER_SESSION))   # message IDs
     version: int = 0       # bumped on every change (the table redraws a row only when it changed)
+    history: bool = False  # from the stored log, from before this console started (drawn dimmed)
 
     @property
     def outcome(self) -> str:
@@ -69,8 +76,22 @@ class SessionRow:
 
     @property
     def can_register(self) -> bool:
-        """An SMTP peer that no registered network covers."""
-        return self.proto == "smtp" and not self.client and bool(self.peer)
+        """An SMTP peer that no registered network covers (then, or since)."""
+        return self.proto == "smtp" and not self.client and not self.covered and bool(self.peer)
+
+
+class ClientNetworks(Protocol):
+    """A registered client as far as the Connections panel cares (the registry's Client is one)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def networks(self) -> Sequence[str]: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredLookup(ev.DnsLookup):
+    """A DNS lookup from the stored log, from before this console started (drawn dimmed)."""
 
 
 @dataclass
@@ -133,6 +154,38 @@ class ConsoleModel:
         self.dns: deque[ev.DnsLookup] = deque(maxlen=max_rows)
         self.counters = Counters()
         self.rate = Rate()
+        self.registry_stale = True     # sessions may have been refused from networks registered since
+
+    def reconcile(self, clients: Iterable[ClientNetworks]) -> None:
+        """Mark the sessions of unregistered peers that a registered network now holds (or no longer does).
+
+        Called with the registry's clients when ``registry_stale``: after a
+        RegistryChanged, the "press r to register" hint must not outlive the
+        registration. The registry's own matching rules decide.
+        """
+        table = network_table((client.name, client.networks) for client in clients)
+        for row in self.sessions.values():
+            if row.proto != "smtp" or row.client:
+                continue
+            covered = match_network(table, row.peer) or ""
+            if covered != row.covered:
+                row.covered = covered
+                row.version += 1
+        self.registry_stale = False
+
+    def restart(self, counters: Counters) -> None:
+        """Start over (a new snapshot of an attached server): no rows, the server's own totals."""
+        self.sessions.clear()
+        self.dns.clear()
+        self.counters = counters
+
+    def add_history(self, sessions: Iterable[SessionRow], lookups: Iterable[ev.DnsLookup]) -> None:
+        """Stored rows, oldest first, go before the live ones (the bounds still hold)."""
+        live = list(self.sessions.values())
+        self.sessions.clear()
+        for row in [*sessions, *live][-self.max_rows:]:
+            self.sessions[row.key] = row
+        self.dns = deque([*lookups, *self.dns], maxlen=self.max_rows)
 
     def apply(self, events: Iterable[ev.Event]) -> Changes:
         changes = Changes()
@@ -155,6 +208,7 @@ class ConsoleModel:
                     row = self.sessions.get(f"{event.proto}:{event.session}")
                     if row is not None:
                         row.messages += 1
+                        row.accepted.append(event.msg_id)
                         row.version += 1
                         changes.connections = True
                     self.counters.accepted += 1
@@ -175,6 +229,7 @@ class ConsoleModel:
                     changes.dns = True
                 case ev.RegistryChanged():
                     changes.registry = True
+                    changes.connections = self.registry_stale = True
                 case ev.ListenerStarted():
                     changes.listeners = True
                 case ev.ListenerFailed():
@@ -209,8 +264,10 @@ class ConsoleModel:
                 row.login = event.login
             case ev.ClientRefused():
                 row.refusal = event.reply
+                row.refusals.append((event.at, event.stage, event.reply))
             case ev.ConnectionClosed():
                 row.closed = True
+                row.closed_at = event.at
                 row.state = "closed"
                 row.result = event.result
         row.version += 1

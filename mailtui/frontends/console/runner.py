@@ -10,8 +10,9 @@ from typing import Any, Iterator
 
 from ...config import Config
 from ..errors import CliError
-from ..loop import run
+from ..loop import give_way, run
 from .app import MailtuiApp
+from .lifecycle import owned_elsewhere
 from .widgets.status import short_error
 
 
@@ -61,9 +62,14 @@ async def run_app(app: MailtuiApp, **kwargs: Any) -> None:
             await app.lifecycle.stop()
 
 
-def run_console(config: Config) -> None:
-    app = MailtuiApp(config, handle_signals=True)
+def run_console(config: Config, *, attach_only: bool = False) -> None:
+    """The console: attached to the running server, or running its own (never, with ``attach_only``)."""
+    if attach_only or owned_elsewhere(config.server.data_dir):
+        give_way()   # a console attached to a service: the service goes first for the CPU
+    app = MailtuiApp(config, handle_signals=True, attach_only=attach_only)
     run(run_app(app))
+    if app.lifecycle.attached:   # the server is another process's: its troubles are its own
+        return
     for listener in app.core.listeners:
         if listener.error:
             print(f"mailtui: {listener.proto.upper()} could not listen on {listener.address}: "

@@ -52,8 +52,11 @@ class AdminWorkflows(App[None]):
 
     def _check_running(self) -> bool:
         """Whether the server runs; says so on screen when it does not."""
-        if not self.lifecycle.running:
-            self.notify("The server is not running.", severity="error")
+        if not self.lifecycle.running:   # say what is true: still starting, stopped, or why it never ran
+            why = {"starting": "The server is still starting.", "stopping": "The server is stopping.",
+                   "stopped": "The server has stopped."}.get(self.lifecycle.phase)
+            self.notify(why or self.lifecycle.problem or "The server is not running.", title="Not done",
+                        severity="error")
         return self.lifecycle.running
 
     async def _ask_then_call(self, question: ConfirmDialog, op: str, args: dict[str, Any], done: str) -> None:

@@ -36,7 +36,7 @@ async def _console(world: DemoWorld, seconds: float) -> None:
 
     async def quit_later(pilot) -> None:
         await asyncio.sleep(seconds)
-        pilot.app.action_quit()
+        pilot.app.action_quit_now()
 
     await run_app(app, auto_pilot=quit_later if seconds > 0 else None)
 

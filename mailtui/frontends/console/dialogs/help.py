@@ -12,12 +12,16 @@ from textual.widgets import Footer, Label, Static
 
 KEYS = (
     ("Panels", "1 Connections · 2 Clients · 3 DNS · 4 Queue · 5 Log · Tab / Shift+Tab move the focus"),
-    ("Anywhere", "? help · Ctrl+P command palette · t light/dark theme · q quit (stops the server)"),
-    ("Tables", "↑ ↓ or j k · PgUp PgDn · Home End (g G) · Enter opens · click, double-click, wheel"),
+    ("Anywhere", "? help · Ctrl+P command palette · t light/dark theme · q quit (asks first when this console runs the server) · Ctrl+Q quit at once"),
+    ("Tables", "↑ ↓ or j k · PgUp PgDn · Home End (g G) · click, double-click, wheel · "
+               "End follows new rows again"),
+    ("", "Enter details of the row · y copy its ID or address · / filter (Esc clears) · "
+         "s sort by the next column, S reverse (or click a header)"),
     ("Connections", "r register the selected address as a client · f refused sessions only"),
     ("Clients", "a add a client · e edit · d remove · m add a mailbox · p set its password"),
     ("DNS", "c hide answers served from the cache · r the records to publish, checked now"),
     ("Queue", "r retry now · R retry all · b bounce to the sender · d delete · v or Enter view"),
+    ("Log", "Enter shows a line in full, with the event's fields"),
     ("Forms", "Tab next field · Enter next or save · Ctrl+S save · Esc cancel"),
 )
 

@@ -2,28 +2,32 @@
 
 from __future__ import annotations
 
+import time
 from typing import Sequence
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
 from textual.message import Message
 from textual.reactive import reactive
 
 from ....events import DnsLookup
 from ....wire import printable
-from .connections import clock_time
+from ..dialogs.detail import Detail
+from ..model import StoredLookup
+from .connections import clock_time, dimmed
+from .filter import FilterBar
+from .panel import TablePanel, table_bindings
 from .table import Cell, Column, LiveTable
 
 COLUMNS = (
-    Column("time", "Time", 8),
+    Column("time", "Time", 8, sort=lambda e: e.at),
     Column("name", "Name", 22),
     Column("type", "Type", 4),
     Column("purpose", "Purpose", 7),
     Column("rcode", "Rcode", 8),
     Column("answer", "Answer", 16, flex=True),
-    Column("took", "Took", 7, justify="right"),
+    Column("took", "Took", 7, justify="right", sort=lambda e: -1.0 if e.cached else e.duration),
     Column("cached", "Cached", 6, drop=1),
 )
 
@@ -34,6 +38,11 @@ def rcode_text(rcode: str) -> Text:
 
 
 def dns_cells(event: DnsLookup) -> dict[str, Cell]:
+    cells = _dns_cells(event)
+    return dimmed(cells) if isinstance(event, StoredLookup) else cells
+
+
+def _dns_cells(event: DnsLookup) -> dict[str, Cell]:
     answer = ", ".join(event.answer)
     return {
         "time": clock_time(event.at),
@@ -47,8 +56,19 @@ def dns_cells(event: DnsLookup) -> dict[str, Cell]:
     }
 
 
-class DnsPanel(Vertical):
-    BINDINGS = [Binding("c", "hide_cached", "Hide cached"), Binding("r", "records", "Records to publish")]
+def lookup_fields(event: DnsLookup) -> list[tuple[str, str | Text]]:
+    """Everything the DNS panel knows of a lookup, for its detail view."""
+    at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event.at))
+    took = "answered from the cache" if event.cached else f"{event.duration * 1000:.1f} ms from the nameserver"
+    return [("Question", f"{event.name} {event.rtype}"), ("Purpose", event.purpose or Text("—", style="dim")),
+            ("Rcode", rcode_text(event.rcode)),
+            ("Answer", "\n".join(printable(a) for a in event.answer) or Text("none", style="dim")),
+            ("Took", took), ("Time", at)]
+
+
+class DnsPanel(TablePanel):
+    BINDINGS = [Binding("c", "hide_cached", "Hide cached"), Binding("r", "records", "Records to publish"),
+                *table_bindings()]
 
     class ShowRecords(Message):
         """Open the DNS records screen (what ``mailtui dns`` checks)."""
@@ -64,6 +84,7 @@ class DnsPanel(Vertical):
                         version=lambda e: (e.at, e.name, e.rtype, e.rcode, e.duration, e.cached),
                         empty="No DNS lookups yet: mail to other domains and from outside asks (r: records to publish)",
                         id="dns-table")
+        yield FilterBar()
 
     @property
     def table(self) -> LiveTable:
@@ -72,6 +93,12 @@ class DnsPanel(Vertical):
     def show(self, lookups: Sequence[DnsLookup]) -> None:
         self._lookups = lookups
         self.table.set_rows([e for e in lookups if not e.cached] if self.hide_cached else lookups)
+
+    def detail(self, table: LiveTable, row: DnsLookup) -> Detail:
+        return Detail(f"DNS {row.rtype} {row.name}", lookup_fields(row), copy=("name", row.name))
+
+    def copy_value(self, table: LiveTable, row: DnsLookup) -> tuple[str, str]:
+        return "name", row.name
 
     def action_records(self) -> None:
         self.post_message(self.ShowRecords())

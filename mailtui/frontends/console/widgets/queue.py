@@ -9,21 +9,25 @@ from typing import Callable, Iterable, Sequence
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
 from textual.message import Message
-from textual.widgets import Static
 
 from ....store.queue import QueueItem
 from ....wire import printable
+from ..keys import expect_dialog
+from ..model import Counters
 from .connections import clock_time
+from .filter import FilterBar
+from .panel import DetailPane, TablePanel, table_bindings
 from .table import Cell, Column, LiveTable
+
+DETAIL_RECIPIENTS = 6   # recipients the line under the table lists (Enter shows them all)
 
 COLUMNS = (
     Column("id", "ID", 17),
     Column("from", "From", 20, drop=1),
     Column("to", "To", 22),
-    Column("tries", "Tries", 5, justify="right"),
-    Column("next", "Next try", 9, justify="right"),
+    Column("tries", "Tries", 5, justify="right", sort=lambda row: row.attempts),
+    Column("next", "Next try", 9, justify="right", sort=lambda row: (not row.in_flight, row.next_attempt)),
     Column("error", "Last error", 16, flex=True),
 )
 
@@ -82,13 +86,21 @@ def recipients_text(addresses: Iterable[str]) -> str:
     return addresses[0] + (f" +{len(addresses) - 1}" if len(addresses) > 1 else "")
 
 
-class QueuePanel(Vertical):
+def empty_text(counters: Counters | None) -> str:
+    """What an empty queue says: true whether its messages were delivered or bounced."""
+    if counters is None or not (counters.delivered or counters.bounced):
+        return "The queue is empty."
+    return f"The queue is empty. So far {counters.delivered} delivered, {counters.bounced} bounced."
+
+
+class QueuePanel(TablePanel):
     BINDINGS = [
         Binding("r", "retry", "Retry now"),
         Binding("b", "bounce", "Bounce"),
         Binding("d,delete", "delete", "Delete"),
         Binding("v", "view", "View"),
         Binding("R", "retry_all", "Retry all", show=False),
+        *table_bindings(),
     ]
 
     @dataclass
@@ -121,12 +133,11 @@ class QueuePanel(Vertical):
     def __init__(self, clock: Callable[[], float] = time.time, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.clock = clock
-        self._shown_detail: Text | None = None
 
     def compose(self) -> ComposeResult:
-        yield LiveTable(COLUMNS, self._cells, empty="The queue is empty: every message was delivered",
-                        id="queue-table")
-        yield Static(self._detail_text(None), id="queue-detail", classes="detail")
+        yield LiveTable(COLUMNS, self._cells, empty=empty_text(None), id="queue-table")
+        yield FilterBar()
+        yield DetailPane(self._detail_text(None), id="queue-detail")
 
     @property
     def table(self) -> LiveTable:
@@ -153,55 +164,68 @@ class QueuePanel(Vertical):
         text = Text.assemble((row.key, "bold"), f" from <{row.sender}> · {size_text(row.size)}"
                                                 f" · arrived {clock_time(row.arrival)}"
                                                 f" · {row.attempts} attempt(s)")
-        for address, state, error in row.recipients[:3]:
+        for address, state, error in row.recipients[:DETAIL_RECIPIENTS]:
             style = {"deferred": "yellow", "failed": "red", "delivered": "green"}.get(state, "")
             text.append(f"\n  {address}: ")
             text.append(state, style=style)
             if error:
                 text.append(f" — {printable(error)}", style="dim")
-        if len(row.recipients) > 3:
-            text.append(f"\n  (+{len(row.recipients) - 3} more recipients)", style="dim")
+        if len(row.recipients) > DETAIL_RECIPIENTS:
+            text.append(f"\n  (+{len(row.recipients) - DETAIL_RECIPIENTS} more recipients: Enter shows all)",
+                        style="dim")
         return text
 
-    def show(self, rows: Sequence[QueueRow]) -> None:
+    def show(self, rows: Sequence[QueueRow], counters: Counters | None = None) -> None:
+        """``counters`` (delivered, bounced so far) are what an empty queue says besides being empty."""
+        self.table.empty = empty_text(counters)
         self.table.set_rows(rows)
         self._detail(self.table.cursor_row)
+
+    def copy_value(self, table: LiveTable, row: QueueRow) -> tuple[str, str]:
+        return "message ID", row.key
 
     def tick(self) -> None:
         """Redraw the countdowns."""
         self.table.refresh()
 
+    @property
+    def shows_attempts(self) -> bool:
+        """A row shows an attempt in flight: its end publishes no event of its own, so look again."""
+        return any(row.in_flight for row in self.table.rows)
+
     def _detail(self, row: QueueRow | None) -> None:
-        text = self._detail_text(row)
-        if text != self._shown_detail:
-            self._shown_detail = text
-            self.query_one("#queue-detail", Static).update(text, layout=False)
+        self.query_one(DetailPane).show(self._detail_text(row))
 
     def on_live_table_highlighted(self, event: LiveTable.Highlighted) -> None:
         self._detail(event.row)
 
     def on_live_table_selected(self, event: LiveTable.Selected) -> None:
+        event.stop()   # the message view is the detail (read from the server: it has the text)
+        event.prevent_default()
+        expect_dialog(self)
         self.post_message(self.View(event.row.key))
 
     def action_retry(self) -> None:
         self._post(self.Retry)
 
     def action_bounce(self) -> None:
-        self._post(self.Bounce)
+        self._post(self.Bounce, dialog=True)
 
     def action_delete(self) -> None:
-        self._post(self.Delete)
+        self._post(self.Delete, dialog=True)
 
     def action_view(self) -> None:
-        self._post(self.View)
+        self._post(self.View, dialog=True)
 
     def action_retry_all(self) -> None:
         self.post_message(self.RetryAll())
 
-    def _post(self, message: Callable[[str], Message]) -> None:
+    def _post(self, message: Callable[[str], Message], dialog: bool = False) -> None:
         # Always offered: a footer that changed whenever the queue emptied would flicker under load.
         row = self.table.cursor_row
         if row is None:
-            self.notify("The queue is empty.", timeout=3)
+            self.notify("No message is selected." if self.table.total else "The queue is empty.", timeout=3)
         else:
+            if dialog:
+                expect_dialog(self)
             self.post_message(message(row.key))

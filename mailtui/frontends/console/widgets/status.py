@@ -18,8 +18,8 @@ def short_error(error: str) -> str:
     return error.rpartition("): ")[2] if error.startswith("error while attempting to bind") else error
 
 
-def listeners_text(listeners: Sequence[ListenerView], phase: str, problem: str = "") -> Text:
-    """``phase`` is starting, running, stopping, stopped or failed."""
+def listeners_text(listeners: Sequence[ListenerView], phase: str, problem: str = "", note: str = "") -> Text:
+    """``phase`` is starting, running, waiting, stopping, stopped or failed; ``note`` ends the line, dim."""
     text = Text.assemble((" mailtui ", "bold reverse"), " ")
     if problem:
         text.append(f"✗ {problem}", style="bold red")
@@ -39,6 +39,8 @@ def listeners_text(listeners: Sequence[ListenerView], phase: str, problem: str =
             text.append(f"✗ {name} {listener.address}: {short_error(listener.error)}  ", style="bold red")
     if phase in ("stopping", "stopped"):
         text.append(f"({phase})", style="yellow")
+    elif note:
+        text.append(f"({note})", style="dim")
     text.rstrip()
     return text
 
@@ -106,9 +108,10 @@ class StatusBar(Vertical):
             self._shown[name] = content
             self.query_one(f"#{name}", Static).update(content, layout=False)
 
-    def show_listeners(self, listeners: Sequence[ListenerView], phase: str, problem: str = "") -> None:
+    def show_listeners(self, listeners: Sequence[ListenerView], phase: str, problem: str = "",
+                       note: str = "") -> None:
         self.set_class(bool(problem) or any(not li.ok for li in listeners), "-problem")
-        self._update("status-listeners", listeners_text(listeners, phase, problem))
+        self._update("status-listeners", listeners_text(listeners, phase, problem, note))
 
     def show_counters(self, counters: Counters, queued: int, per_minute: int, series: list[float]) -> None:
         self._update("status-numbers", counters_text(counters, queued))

@@ -5,6 +5,11 @@ table holds ten rows or five hundred, and replacing the rows is one
 assignment: the panels hand over their bounded lists a few times a second.
 Columns that do not fit are dropped, least important first, and one flexible
 column takes the width that is left, so nothing ever scrolls sideways.
+
+A table can be filtered and sorted (:mod:`.view`); a table whose rows arrive
+at the end (``tail``) follows them while its cursor is on the newest row, and
+stops following (it is *paused*) when the cursor moves away. It says so with
+a :class:`LiveTable.StateChanged` message, which the panel shows.
 """
 
 from __future__ import annotations
@@ -23,17 +28,36 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from ....wire import printable
+from .view import Cell, Column, Order, RowView
 
-Cell = str | Text
+__all__ = ["Cell", "Column", "LiveTable", "TableState", "fit_columns"]
+
+SORT_MARKS = {False: " ▲", True: " ▼"}
+
 
 @dataclass(frozen=True)
-class Column:
-    key: str
-    label: str
-    width: int               # its width, or the least it gets when flexible
-    flex: bool = False       # takes the width the other columns leave
-    drop: int = 0            # 0: always shown; when narrow, the highest drops first
-    justify: str = "left"
+class TableState:
+    """What a table's panel shows about it: its filter, its order, whether it follows new rows."""
+
+    filter: str = ""
+    shown: int = 0
+    total: int = 0
+    sorted_by: str = ""      # the label of the sort column, "" in arrival order
+    reverse: bool = False
+    paused: bool = False     # new rows arrive, the cursor stays where it is
+
+    def describe(self) -> str:
+        """One line for people, "" when there is nothing to say."""
+        parts = []
+        if self.filter:
+            parts.append(f"{self.shown} of {self.total} match")
+        if self.sorted_by:
+            parts.append(f"sorted by {self.sorted_by}{' (reversed)' if self.reverse else ''}")
+        elif self.reverse:
+            parts.append("newest first · S oldest first")
+        if self.paused:
+            parts.append("paused — End to follow" if not self.reverse else "paused — Home to follow")
+        return " · ".join(parts)
 
 
 def fit_columns(columns: Sequence[Column], width: int) -> list[tuple[Column, int]]:
@@ -93,6 +117,9 @@ class LiveTable(ScrollView, can_focus=True):
         Binding("pagedown,ctrl+f", "page_down", "Page down", show=False),
         Binding("home,g", "first", "First", show=False),
         Binding("end,G", "last", "Last", show=False),
+        Binding("enter", "select", "Open", show=False),
+        Binding("s", "sort", "Sort", show=False),
+        Binding("S", "reverse", "Reverse", show=False),
     ]
 
     class _RowMessage(Message):
@@ -111,6 +138,17 @@ class LiveTable(ScrollView, can_focus=True):
     class Selected(_RowMessage):
         """Enter or a double click on a row."""
 
+    class StateChanged(Message):
+        """The filter, the order or the following of new rows changed: see ``table.state``."""
+
+        def __init__(self, table: "LiveTable") -> None:
+            super().__init__()
+            self.table = table
+
+        @property
+        def control(self) -> "LiveTable":
+            return self.table
+
     def __init__(self, columns: Sequence[Column], cells: Callable[[Any], dict[str, Cell]], *,
                  key: Callable[[Any], Any] = lambda row: row.key, tail: bool = False,
                  version: Callable[[Any], Hashable] | None = None,
@@ -125,33 +163,87 @@ class LiveTable(ScrollView, can_focus=True):
         self._drawn: LRUCache[tuple, Strip] = LRUCache(maxsize=1024)
         self.tail = tail              # new rows arrive at the end; the cursor follows them
         self.empty = empty
+        self.view = RowView(self.columns, cells, version)
+        self._source: Sequence[Any] = ()
         self._rows: Sequence[Any] = ()
         self.cursor = 0
         self._fitted: list[tuple[Column, int]] = []
         self._fitted_width = -1
         self._highlighted_key: Any = object()
+        self._announced_state: TableState | None = None
 
     # -- data ------------------------------------------------------------------------
 
     @property
     def rows(self) -> Sequence[Any]:
+        """The rows shown: those that match the filter, in order."""
         return self._rows
+
+    @property
+    def total(self) -> int:
+        """Every row the table holds, shown or not."""
+        return len(self._source)
 
     @property
     def cursor_row(self) -> Any:
         return self._rows[self.cursor] if 0 <= self.cursor < len(self._rows) else None
 
+    @property
+    def following(self) -> bool:
+        """Whether new rows will take the cursor: a tail table in arrival order, on its newest row."""
+        if not self.tail or self.view.order.column is not None:
+            return False
+        newest = 0 if self.view.order.reverse else len(self._rows) - 1
+        return not self._rows or self.cursor == newest
+
+    @property
+    def state(self) -> TableState:
+        order = self.view.order
+        column = self.view.columns.get(order.column or "")
+        needle = self.view.filter.strip()
+        return TableState(filter=needle, shown=len(self._rows) if needle else 0,
+                          total=len(self._source) if needle else 0, sorted_by=column.label if column else "", reverse=order.reverse,
+                          paused=self.tail and column is None and bool(self._rows) and not self.following)
+
     def set_rows(self, rows: Sequence[Any]) -> None:
-        """Show ``rows``; the cursor stays on its row (or on the last one, in tail mode)."""
-        old = self._rows
-        following = self.tail and (not old or self.cursor >= len(old) - 1)
+        """Show ``rows``; the cursor stays on its row (or on the newest one, while it follows them)."""
+        self._source = rows
+        self._show(self.view.apply(rows))
+
+    def reapply(self) -> None:
+        """Filter and sort the rows again (their cells changed, not the rows)."""
+        self._show(self.view.apply(self._source))
+
+    @property
+    def filter(self) -> str:
+        return self.view.filter
+
+    @filter.setter
+    def filter(self, text: str) -> None:
+        if text != self.view.filter:
+            self.view.filter = text
+            self.reapply()
+
+    @property
+    def order(self) -> Order:
+        return self.view.order
+
+    @order.setter
+    def order(self, order: Order) -> None:
+        if order != self.view.order:
+            self.view.order = order
+            self._drawn.clear()   # the header's mark moves
+            self._show(self.view.apply(self._source), follow=self.tail and order.column is None)
+
+    def _show(self, rows: Sequence[Any], follow: bool | None = None) -> None:
+        following = self.following if follow is None else follow
         current = self.cursor_row
         self._rows = rows
         self._resize_virtual()
         if not rows:
             self.cursor = 0
         elif following:
-            self.cursor = len(rows) - 1
+            self.cursor = 0 if self.view.order.reverse else len(rows) - 1
         elif current is not None:
             key = self._key(current)
             index = next((i for i, row in enumerate(rows) if self._key(row) == key), None)
@@ -180,6 +272,10 @@ class LiveTable(ScrollView, can_focus=True):
         if key != self._highlighted_key:
             self._highlighted_key = key
             self.post_message(self.Highlighted(self, row))
+        state = self.state
+        if state != self._announced_state:
+            self._announced_state = state
+            self.post_message(self.StateChanged(self))
 
     # -- geometry --------------------------------------------------------------------
 
@@ -231,14 +327,38 @@ class LiveTable(ScrollView, can_focus=True):
     def action_last(self) -> None:
         self._move(len(self._rows) - 1)
 
-    def on_key(self, event: events.Key) -> None:
-        if event.key == "enter" and self.cursor_row is not None:
-            event.stop()
+    def action_select(self) -> None:
+        if self.cursor_row is not None:
             self.post_message(self.Selected(self, self.cursor_row))
+
+    def action_sort(self) -> None:
+        """Sort by the next column on screen; after the last, back to the order of arrival."""
+        keys = [column.key for column, _ in self._columns(self.size.width)]
+        self.order = Order(self.order.next_column(keys).column, reverse=False)
+
+    def action_reverse(self) -> None:
+        self.order = Order(self.order.column, reverse=not self.order.reverse)
+
+    def _column_at(self, x: int) -> Column | None:
+        left = 1
+        for column, width in self._columns(self.size.width):
+            if left <= x < left + width + 1:
+                return column
+            left += width + 1
+        return None
 
     def on_click(self, event: events.Click) -> None:
         offset = event.get_content_offset(self)
-        if offset is None or offset.y == 0:
+        if offset is None:
+            return
+        if offset.y == 0:   # a header: sort by it, then reversed, then back to arrival order
+            column = self._column_at(offset.x)
+            if column is not None:
+                order = self.order
+                if order.column != column.key:
+                    self.order = Order(column.key)
+                else:
+                    self.order = Order(column.key, reverse=True) if not order.reverse else Order()
             return
         index = round(self.scroll_y) + offset.y - 1
         if 0 <= index < len(self._rows):
@@ -281,7 +401,12 @@ class LiveTable(ScrollView, can_focus=True):
         width = self.size.width
         base = self.rich_style
         if y == 0:
+            order = self.view.order
             header = {c.key: c.label for c in self.columns}
+            for column, cell_width in self._columns(width):
+                if column.key == order.column:   # the mark stays whole, the label gives way
+                    mark = SORT_MARKS[order.reverse]
+                    header[column.key] = column.label[:max(0, cell_width - len(mark))] + mark
             return self._line(header, width, base + self.get_component_rich_style("live-table--header"))
         index = round(self.scroll_y) + y - 1
         if not self._rows:
