@@ -10,12 +10,11 @@ tests.
 
 Signing happens once, when a message enters the queue, never per delivery
 attempt; :meth:`DkimSigner.sign_async` keeps the hashing of a large body off
-the event loop.
+the event loop, in threads of its own (:mod:`.workers`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import time
@@ -28,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, utils
 from dkim.canonicalization import CanonicalizationPolicy
 
 from ..wire import header_section
+from . import workers
 from .dkimkeys import DkimKey, DkimKeys
 from .fields import field_values
 
@@ -147,4 +147,4 @@ class DkimSigner:
         return signature_header(message, self.keys.active(domain))
 
     async def sign_async(self, message: bytes, domain: str) -> bytes:
-        return await asyncio.get_running_loop().run_in_executor(None, self.sign, message, domain)
+        return await workers.run(self.sign, message, domain)

@@ -5,9 +5,10 @@ Two steps, so nothing blocks the loop and no thread waits on the network:
 1. on the loop: find the DKIM-Signature fields in the header section, check
    their tags (a malformed one is ``permerror`` at once), and fetch each
    key record through mailtui's resolver (purpose ``DKIM``);
-2. in an executor thread: each signature is checked with the keys already
-   fetched - the common kind (rsa-sha256) by ``dkimrsa.py`` (dkimpy's parts,
-   OpenSSL's RSA), any other by dkimpy's own verifier (``dkim.DKIM.verify``).
+2. in a DKIM thread (:mod:`.workers`): each signature is checked with the
+   keys already fetched - the common kind (rsa-sha256) by ``dkimrsa.py``
+   (dkimpy's parts, OpenSSL's RSA), any other by dkimpy's own verifier
+   (``dkim.DKIM.verify``).
 
 dkimpy's ``dkim.asyncsupport`` would do the lookups through aiodns (another
 resolver, outside the DNS log) and hash the body on the loop; this keeps the
@@ -28,6 +29,7 @@ from dkim.util import InvalidTagValueList, parse_tag_value
 
 from ..dns.resolver import DnsError, Resolver
 from ..wire import header_section, printable
+from . import workers
 from .dkimrsa import rsa_key, verify_common
 
 MAX_SIGNATURES = 5          # more are not checked (each costs a lookup and a body hash)
@@ -71,9 +73,8 @@ async def verify_dkim(message: bytes, resolver: Resolver, *, timeout: float = 20
     except asyncio.TimeoutError:
         answers = [DnsError("4.4.3", "DKIM key lookups timed out")] * len(names)
     keys = dict(zip(names, answers))
-    loop = asyncio.get_running_loop()
     try:
-        return await asyncio.wait_for(loop.run_in_executor(None, check_signatures, message, signatures, keys),
+        return await asyncio.wait_for(workers.run(check_signatures, message, signatures, keys),
                                       timeout)
     except asyncio.TimeoutError:
         return [DkimResult("temperror", s.domain, s.selector, "verification timed out") for s in signatures]
