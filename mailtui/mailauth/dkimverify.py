@@ -1,18 +1,18 @@
-"""DKIM verification (RFC 6376 section 6) of every signature on a message, off the event loop.
+"""DKIM verification (RFC 6376 section 6) of every signature on a message.
 
-Two steps, so nothing blocks the loop and no thread waits on the network:
+Two steps, so no thread waits on the network:
 
 1. on the loop: find the DKIM-Signature fields in the header section, check
    their tags (a malformed one is ``permerror`` at once), and fetch each
    key record through mailtui's resolver (purpose ``DKIM``);
-2. in a DKIM thread (:mod:`.workers`): each signature is checked with the
-   keys already fetched - the common kind (rsa-sha256) by ``dkimrsa.py``
-   (dkimpy's parts, OpenSSL's RSA), any other by dkimpy's own verifier
-   (``dkim.DKIM.verify``).
+2. on the loop for a small message, in a DKIM thread for a large one
+   (:mod:`.workers`): each signature is checked with the keys already
+   fetched - the common kind (rsa-sha256) by ``dkimrsa.py`` (dkimpy's parts,
+   OpenSSL's RSA), any other by dkimpy's own verifier (``dkim.DKIM.verify``).
 
 dkimpy's ``dkim.asyncsupport`` would do the lookups through aiodns (another
-resolver, outside the DNS log) and hash the body on the loop; this keeps the
-one resolver and the loop free. Results use RFC 8601's words: ``pass``,
+resolver, outside the DNS log) and hash every body on the loop; this keeps
+the one resolver, and large bodies off the loop. Results use RFC 8601's words: ``pass``,
 ``fail`` (the signature does not match), ``permerror`` (malformed signature
 or key, no key), ``temperror`` (the key could not be fetched now).
 """
@@ -74,8 +74,8 @@ async def verify_dkim(message: bytes, resolver: Resolver, *, timeout: float = 20
         answers = [DnsError("4.4.3", "DKIM key lookups timed out")] * len(names)
     keys = dict(zip(names, answers))
     try:
-        return await asyncio.wait_for(workers.run(check_signatures, message, signatures, keys),
-                                      timeout)
+        work = len(message) * len(signatures)             # each signature hashes the body again
+        return await asyncio.wait_for(workers.run(work, check_signatures, message, signatures, keys), timeout)
     except asyncio.TimeoutError:
         return [DkimResult("temperror", s.domain, s.selector, "verification timed out") for s in signatures]
 
