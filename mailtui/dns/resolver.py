@@ -252,18 +252,22 @@ class Resolver:
         self._remember(key, answer)
         return answer
 
+    def cached(self, name: str, rtype: str) -> Answer | None:
+        """The cached answer while its TTL lasts, else None; nothing is asked, nothing recorded."""
+        cached = self._cache.get((name.strip().rstrip(".").lower(), rtype))
+        return cached if cached is not None and cached.expires > time.time() else None
+
     def peek(self, name: str, rtype: str, *, purpose: str) -> Answer | None:
-        """The cached answer while its TTL lasts (recorded as a cached lookup), else None: nothing is asked.
+        """The cached answer (recorded as a cached lookup, like :meth:`lookup`'s), else None: nothing is asked.
 
         For synchronous code on the loop's thread that can use an answer now
-        or not at all (SPF evaluations whose answers are all cached).
+        or not at all (checks of a sender whose records are cached).
         """
         name = name.strip().rstrip(".").lower()
-        cached = self._cache.get((name, rtype))
-        if cached is None or cached.expires <= time.time():
-            return None
-        self._cache.move_to_end((name, rtype))
-        self._record(name, rtype, cached.records, cached.rcode, 0.0, True, purpose)
+        cached = self.cached(name, rtype)
+        if cached is not None:
+            self._cache.move_to_end((name, rtype))
+            self._record(name, rtype, cached.records, cached.rcode, 0.0, True, purpose)
         return cached
 
     async def txt(self, name: str, *, purpose: str) -> list[bytes]:

@@ -133,21 +133,34 @@ def _evaluate(bridge: _Bridge | _CacheOnly, ip: str, sender: str, helo: str, rec
         _local.bridge = None
 
 
-async def check_spf(ip: str, helo: str, mail_from: str, resolver: Resolver, *,
-                    timeout: float = 20.0, receiver: str = "") -> SpfResult:
-    """The SPF result for a client at ``ip`` sending as ``mail_from`` (or, for <>, as its HELO name)."""
+def spf_from_cache(ip: str, helo: str, mail_from: str, resolver: Resolver, *,
+                   receiver: str = "") -> SpfResult | None:
+    """The SPF result if every answer it needs is cached (evaluated here, on the loop's thread), else None."""
     identity, sender, domain = identity_of(mail_from, helo)
     if not domain or _is_literal(domain):
         return SpfResult("none", identity, domain, sender, "no domain to check")
-    loop = asyncio.get_running_loop()
     result, explanation = _from_cache(resolver, ip, sender, helo, receiver)
-    if not result:
-        bridge = _Bridge(loop, resolver, time.monotonic() + timeout)
-        try:
-            result, explanation = await asyncio.wait_for(
-                loop.run_in_executor(_pool, _evaluate, bridge, ip, sender, helo, receiver, timeout), timeout + 1)
-        except asyncio.TimeoutError:
-            result, explanation = "temperror", "SPF evaluation timed out"
+    return _result(result, identity, domain, sender, explanation) if result else None
+
+
+async def check_spf(ip: str, helo: str, mail_from: str, resolver: Resolver, *,
+                    timeout: float = 20.0, receiver: str = "") -> SpfResult:
+    """The SPF result for a client at ``ip`` sending as ``mail_from`` (or, for <>, as its HELO name)."""
+    cached = spf_from_cache(ip, helo, mail_from, resolver, receiver=receiver)
+    if cached is not None:
+        return cached
+    identity, sender, domain = identity_of(mail_from, helo)
+    loop = asyncio.get_running_loop()
+    bridge = _Bridge(loop, resolver, time.monotonic() + timeout)
+    try:
+        result, explanation = await asyncio.wait_for(
+            loop.run_in_executor(_pool, _evaluate, bridge, ip, sender, helo, receiver, timeout), timeout + 1)
+    except asyncio.TimeoutError:
+        result, explanation = "temperror", "SPF evaluation timed out"
+    return _result(result, identity, domain, sender, explanation)
+
+
+def _result(result: str, identity: str, domain: str, sender: str, explanation: str) -> SpfResult:
     if result == "ambiguous":                  # only in pyspf's "harsh" mode, which is not used
         result = "neutral"
     return SpfResult(result, identity, domain, sender, printable(explanation)[:200])
