@@ -21,6 +21,7 @@ from harness import RunningServer, make_config
 
 from mailtui.events import Deferred, DeliveredRemote, Notice, Queued
 from mailtui.mailauth.dkimkeys import RECHECK, DkimKeys
+from mailtui.mailauth import workers
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.skipif(DNSMASQ is None, reason="dnsmasq is not installed")]
 
@@ -92,6 +93,22 @@ def test_relayed_mail_from_a_local_domain_verifies_at_the_remote_host(relay):
         assert tag in compact
     assert verifier(world)(content)
     assert not verifier(world)(content.replace(b"Hello Carol", b"Hello Carl"))
+
+
+def test_a_large_message_is_signed_in_a_thread_and_verifies(relay, monkeypatch):
+    srv, mx, world = relay
+    jobs: list = []
+    pool = workers._pool
+    monkeypatch.setattr(workers, "_pool", type("Spy", (), {
+        "submit": lambda self, fn, *args: jobs.append(fn) or pool.submit(fn, *args)})())
+    raw = message("alice@example.test", "large").replace(b"Hello Carol,", b"Hello Carol," + b"\r\nla la la" * 8000)
+    assert len(raw) > workers.INLINE_MAX
+    send(srv, "alice@example.test", ["carol@remote.test"], raw)
+    send(srv, "alice@example.test", ["carol@remote.test"], message("alice@example.test", "small"))
+    srv.wait_for(lambda: len(mx.messages) == 2, timeout=10, what="the deliveries")
+    assert [fn.__name__ for fn in jobs] == ["sign"]                 # the large one; the small one on the loop
+    for received in mx.messages:
+        assert len(signatures(received.content)) == 1 and verifier(world)(received.content)
 
 
 def test_signed_once_when_queued_never_again_per_attempt(relay):

@@ -19,6 +19,7 @@ from authworld import BAD_IP, GOOD_IP, HOSTNAME, make_keys, message, signed, sta
 from harness import PASSWORD, RunningServer, make_config, tls_context
 
 from mailtui.events import ClientRefused
+from mailtui.mailauth.workers import INLINE_MAX
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -122,6 +123,14 @@ def test_a_signature_made_by_the_sender_passes_and_dmarc_rests_on_it(mx, keys):
     assert "spf=fail" in field
     assert "dkim=pass header.d=signed.test header.s=mailtui" in field
     assert "dmarc=pass (p=reject dis=none) header.from=signed.test" in field
+
+
+def test_a_large_signed_message_is_verified_in_a_thread_and_passes(mx, keys):
+    body = b"".join(b"line %d of a long letter  \r\n" % n for n in range(3000))     # 90 KiB
+    raw = signed(keys, "signed.test", sender="alice@signed.test", body=body)
+    assert len(raw) > INLINE_MAX
+    field = results_of(arrive(mx, raw, "alice@signed.test"))
+    assert "dkim=pass header.d=signed.test" in field and "dmarc=pass" in field
 
 
 def test_a_changed_signed_message_fails_dkim_and_quarantine_tags_it(mx, keys):
