@@ -100,8 +100,20 @@ class SmtpConfig:
 @dataclass(frozen=True)
 class Pop3Config:
     listen: tuple[Endpoint, ...] = (Endpoint("127.0.0.1", 1100),)
+    tls_listen: tuple[Endpoint, ...] = ()
     idle_timeout: float = 600.0
     max_connections: int = 100
+    auth_failure_delay: float = 1.0
+
+
+@dataclass(frozen=True)
+class ImapConfig:
+    listen: tuple[Endpoint, ...] = (Endpoint("127.0.0.1", 1143),)
+    tls_listen: tuple[Endpoint, ...] = ()
+    idle_timeout: float = 1800.0          # RFC 3501 §5.4: at least 30 minutes
+    max_connections: int = 500
+    max_connections_per_ip: int = 50
+    max_connections_per_user: int = 20
     auth_failure_delay: float = 1.0
 
 
@@ -148,6 +160,7 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     pop3: Pop3Config = field(default_factory=Pop3Config)
+    imap: ImapConfig = field(default_factory=ImapConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
@@ -164,7 +177,7 @@ class Config:
 
 
 _SECTION_CLASSES = {
-    "server": ServerConfig, "smtp": SmtpConfig, "pop3": Pop3Config, "tls": TlsConfig,
+    "server": ServerConfig, "smtp": SmtpConfig, "pop3": Pop3Config, "imap": ImapConfig, "tls": TlsConfig,
     "dns": DnsConfig, "delivery": DeliveryConfig, "policy": PolicyConfig, "logs": LogsConfig,
 }
 
@@ -225,8 +238,8 @@ def _convert(section: str, name: str, value: Any) -> Any:
         if text and "@" not in text:
             raise ConfigError(f"{key}: expected a mailbox address, got {value!r}")
         return text
-    if name in ("listen", "nameservers"):
-        items = _string_list(value, key)
+    if name in ("listen", "tls_listen", "nameservers"):
+        items = _string_list(value, key)      # tls_listen: optional listeners, may be empty
         if name == "listen" and not items:
             raise ConfigError(f"{key}: at least one address is needed")
         return tuple(parse_endpoint(v, key, 53 if name == "nameservers" else None) for v in items)

@@ -27,6 +27,7 @@ def make_config(data_dir: Path, **sections: dict[str, Any]) -> Config:
                    "local_domains": ["localhost", "example.test"]},
         "smtp": {"listen": ["127.0.0.1:0"], "auth_failure_delay": 0.05},
         "pop3": {"listen": ["127.0.0.1:0"], "auth_failure_delay": 0.05},
+        "imap": {"listen": ["127.0.0.1:0"], "auth_failure_delay": 0.05},
         "dns": {"nameservers": ["127.0.0.1:1"], "timeout": 1.0},
         "delivery": {"retry_intervals": [0.3], "max_attempts": 3, "connect_timeout": 2.0,
                      "command_timeout": 5.0},
@@ -75,6 +76,10 @@ class RunningServer:
     @property
     def pop3_port(self) -> int:
         return self.core.port("pop3")
+
+    @property
+    def imap_port(self) -> int:
+        return self.core.port("imap")
 
     @property
     def data_dir(self) -> Path:

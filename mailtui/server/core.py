@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..access.imap.server import ImapServer
 from ..access.pop3 import Pop3Server
 from ..addresses import AddressError, parse_address
 from ..admin.control import ControlServer, socket_path
@@ -30,6 +31,7 @@ from ..receive.policy import Policy
 from ..receive.smtp import SmtpContext
 from ..send.delivery import DeliveryAgent
 from ..store.db import Store
+from ..store.mailboxes import MailStore
 from ..store.maildir import Maildirs
 from ..store.queue import Queue
 from ..store.safeio import DirSyncer
@@ -131,7 +133,7 @@ class Core:
 
     async def _start(self) -> None:
         cfg = self.config
-        self.store, self.registry, self.maildirs, self.queue, _ = open_state(cfg, self.bus, self._notice)
+        self.store, self.registry, self.maildirs, self.queue, syncer = open_state(cfg, self.bus, self._notice)
         self.maildirs.ensure(cfg.postmaster_mailbox)
         self.tls_context = server_context(cfg)
         self.policy = Policy(cfg, self.registry)
@@ -148,6 +150,10 @@ class Core:
         self.pop3 = Pop3Server(config=cfg.pop3, hostname=cfg.server.hostname, registry=self.registry,
                                maildirs=self.maildirs, bus=self.bus, tls_context=self.tls_context,
                                store=self.store, logins=self.logins)
+        self.mail = MailStore(self.maildirs, syncer=syncer)   # IMAP folders (POP3 will share them)
+        self.imap = ImapServer(config=cfg.imap, hostname=cfg.server.hostname, registry=self.registry,
+                               store=self.mail, bus=self.bus, tls_context=self.tls_context,
+                               max_message_size=cfg.smtp.max_message_size, logins=self.logins, db=self.store)
         loop = asyncio.get_running_loop()
         for ep in cfg.smtp.listen:
             await self._bind("smtp", ep, lambda h, p: loop.create_server(self.smtp.factory, h, p,
@@ -155,6 +161,13 @@ class Core:
         for ep in cfg.pop3.listen:
             await self._bind("pop3", ep, lambda h, p: asyncio.start_server(self.pop3.handle, h, p,
                                                                            reuse_address=True))
+        for ep in cfg.pop3.tls_listen:
+            await self._bind("pop3s", ep, self._tls_server(self.pop3.handle))
+        for ep in cfg.imap.listen:
+            await self._bind("imap", ep, lambda h, p: asyncio.start_server(self.imap.handle, h, p,
+                                                                           reuse_address=True))
+        for ep in cfg.imap.tls_listen:
+            await self._bind("imaps", ep, self._tls_server(self.imap.handle_tls))
         self.control = ControlServer(self.admin, socket_path(cfg.server.data_dir))
         try:
             await self.control.start()
@@ -166,6 +179,13 @@ class Core:
         self.started = True
         if len(self.queue):
             self._notice(f"{len(self.queue)} queued message(s) picked up from the spool", "info")
+
+    def _tls_server(self, handler):
+        """A listener factory for implicit TLS (RFC 8314: IMAP 993, POP3 995)."""
+        def start(host: str, port: int):
+            return asyncio.start_server(handler, host, port, ssl=self.tls_context, reuse_address=True,
+                                        ssl_handshake_timeout=30.0)
+        return start
 
     async def _bind(self, proto: str, ep, start) -> None:
         listener = Listener(proto, str(ep))
@@ -227,6 +247,8 @@ class Core:
                 session.transport.close()
         if hasattr(self, "pop3"):
             await self.pop3.close_all()
+        if hasattr(self, "imap"):
+            await self.imap.close_all()
         for listener in self.listeners:
             if listener.server is not None:
                 try:

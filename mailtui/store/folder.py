@@ -149,6 +149,19 @@ class Folder:
                 await asyncio.sleep(0)
         raise FileNotFoundError(f"message {uid} is gone")
 
+    async def read_many(self, uids: Sequence[int], header_only: bool = False) -> dict[int, bytes | None]:
+        """Several messages in one executor call; None for those that are gone."""
+        loop = asyncio.get_running_loop()
+        paths = [(uid, self.file_at(i)) for uid in uids if (i := self.index_of(uid)) is not None]
+        found = await loop.run_in_executor(None, _read_files, paths, header_only)
+        for uid, data in list(found.items()):
+            if data is None and self.index_of(uid) is not None:     # renamed meanwhile: once more
+                try:
+                    found[uid] = await self.read(uid, header_only)
+                except FileNotFoundError:
+                    pass
+        return found
+
     # -- watchers -----------------------------------------------------------------
     def watch(self, key: object, callback: Callable[[], None]) -> None:
         self._watchers[key] = callback
@@ -396,6 +409,16 @@ def _read_file(path: str, header_only: bool) -> bytes:
         if len(head) < HEADER_READ or b"\r\n\r\n" in head or b"\n\n" in head:
             return head
         return head + fh.read()             # a header longer than HEADER_READ: read it all
+
+
+def _read_files(paths: list[tuple[int, str]], header_only: bool) -> dict[int, bytes | None]:
+    out: dict[int, bytes | None] = {}
+    for uid, path in paths:
+        try:
+            out[uid] = _read_file(path, header_only)
+        except FileNotFoundError:
+            out[uid] = None
+    return out
 
 
 def _rename_all(renames: list[tuple[int, str, str, str]]) -> list[tuple[int, str]]:

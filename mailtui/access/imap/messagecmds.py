@@ -1,0 +1,284 @@
+"""Commands of the selected state (RFC 3501 §6.4): FETCH, STORE, SEARCH, COPY, MOVE, EXPUNGE ...
+
+Messages are read in batches, one executor call per batch, and only as far
+as the request needs: ``UID FETCH 1:* (UID FLAGS)`` on 50,000 messages never
+opens a file and formats each line directly; ENVELOPE and header fields read
+the first 64 KiB; BODY[] and BODYSTRUCTURE read the whole file. Output is
+drained after each batch, so a huge FETCH never sits in memory.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import NamedTuple
+
+from ...store.folder import FolderGone
+from . import commands as c
+from .dates import format_date_time
+from .errors import ParseError
+from .fetchitems import fetch_items
+from .mailboxcmds import Refused, folder_name
+from .message import MessageView
+from .response import Atom, Code, fetch as fetch_response
+from .search import HEADER, NOTHING, Candidate, matches, needs
+from .selection import BadSequence, Selection, flag_bytes
+from .sequence import SequenceSet
+from .session import ImapSession, Out, Outcome
+
+BATCH = 64                   # messages read per executor call
+LINES_PER_DRAIN = 512        # cheap FETCH lines written between drains
+_FAST = frozenset({"UID", "FLAGS", "RFC822.SIZE", "INTERNALDATE"})
+
+
+class Meta(NamedTuple):
+    uid: int
+    flags: tuple[str, ...]
+    internal_date: dt.datetime
+    size: int
+
+
+def _targets(session: ImapSession, cmd: c.Fetch | c.Store | c.Copy) -> list[tuple[int, int]]:
+    try:
+        return list(session.selection.resolve(cmd.sequence, cmd.uid))
+    except BadSequence as exc:
+        raise ParseError(str(exc), cmd.tag) from None
+
+
+def _date(when: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(when, dt.UTC)
+
+
+def _view(data: bytes, header_only: bool) -> MessageView:
+    if header_only:
+        return MessageView(_no_body, load_header=lambda: data)
+    return MessageView(data)
+
+
+def _no_body() -> bytes:
+    raise RuntimeError("only the header was read")
+
+
+# -- FETCH ----------------------------------------------------------------------------
+async def fetch(session: ImapSession, cmd: c.Fetch, out: Out) -> Outcome:
+    selection = session.selection
+    targets = _targets(session, cmd)
+    attrs = cmd.attributes
+    sets_seen = not selection.read_only and any(a.sets_seen for a in attrs)
+    if all(a.section is None and a.name in _FAST for a in attrs) and not sets_seen:
+        missing = await _fetch_fast(selection, targets, attrs, out)
+    else:
+        missing = await _fetch_full(session, targets, attrs, sets_seen, out)
+    if missing and not cmd.uid:
+        return session.no(cmd, out, "Some of the requested messages no longer exist", "EXPUNGEISSUED")
+    return session.ok(cmd, out, "FETCH completed")
+
+
+async def _fetch_fast(selection: Selection, targets, attrs, out: Out) -> bool:
+    folder = selection.folder
+    names = [a.name for a in attrs]
+    recent = selection.recent
+    flag_cache: dict[tuple[str, bool], bytes] = {}
+    missing = False
+    for count, (seq, uid) in enumerate(targets, 1):
+        i = folder.index_of(uid)
+        if i is None:
+            missing = True
+            continue
+        parts = []
+        for name in names:
+            if name == "UID":
+                parts.append(b"UID %d" % uid)
+            elif name == "FLAGS":
+                key = (folder.infos[i], uid in recent)
+                flags = flag_cache.get(key)
+                if flags is None:
+                    flags = flag_cache[key] = flag_bytes(folder.flags_at(i), key[1])
+                parts.append(b"FLAGS (" + flags + b")")
+            elif name == "RFC822.SIZE":
+                parts.append(b"RFC822.SIZE %d" % folder.sizes[i])
+            else:
+                parts.append(b'INTERNALDATE "' + format_date_time(_date(folder.dates[i])).encode() + b'"')
+        out.write(b"* %d FETCH (%s)\r\n" % (seq, b" ".join(parts)))
+        if count % LINES_PER_DRAIN == 0:
+            await out.drain()
+    return missing
+
+
+async def _fetch_full(session: ImapSession, targets, attrs, sets_seen: bool, out: Out) -> bool:
+    selection = session.selection
+    folder = selection.folder
+    needs_message = any(a.needs_message for a in attrs)
+    header_only = not any(a.needs_body for a in attrs)
+    wants_flags = any(a.name == "FLAGS" for a in attrs)
+    missing = False
+    for start in range(0, len(targets), BATCH):
+        chunk = targets[start:start + BATCH]
+        present = [uid for _, uid in chunk if folder.index_of(uid) is not None]
+        seen_now: set[int] = set()
+        if sets_seen:
+            unseen = [uid for uid in present if "\\Seen" not in folder.flags_at(folder.index_of(uid))]
+            if unseen:
+                seen_now = set(await folder.store(unseen, "add", ["\\Seen"], origin=session))
+        datas = await folder.read_many(present, header_only) if needs_message else {}
+        for seq, uid in chunk:
+            i = folder.index_of(uid)
+            data = datas.get(uid) if needs_message else b""
+            if i is None or data is None:
+                missing = True
+                continue
+            meta = Meta(uid, folder.flags_at(i) + (("\\Recent",) if uid in selection.recent else ()),
+                        _date(folder.dates[i]), folder.sizes[i])
+            items = fetch_items(attrs, meta, lambda: _view(data, header_only))
+            if uid in seen_now and not wants_flags:
+                items.append(("FLAGS", [Atom(f) for f in meta.flags]))
+            out.write(fetch_response(seq, items))
+        await out.drain()
+    return missing
+
+
+# -- STORE -----------------------------------------------------------------------------
+async def store(session: ImapSession, cmd: c.Store, out: Out) -> Outcome:
+    selection = session.selection
+    if selection.read_only:
+        return session.no(cmd, out, "Mailbox is read-only", "READ-ONLY")
+    targets = _targets(session, cmd)
+    await selection.folder.store([uid for _, uid in targets], cmd.mode, cmd.flags, origin=session)
+    missing = False
+    if not cmd.silent:
+        for seq, uid in targets:
+            flags = selection.flags(uid)
+            if flags is None:
+                missing = True
+            elif cmd.uid:
+                out.write(b"* %d FETCH (UID %d FLAGS (%s))\r\n" % (seq, uid, flags))
+            else:
+                out.write(b"* %d FETCH (FLAGS (%s))\r\n" % (seq, flags))
+    if missing and not cmd.uid:
+        return session.no(cmd, out, "Some of the messages no longer exist", "EXPUNGEISSUED")
+    return session.ok(cmd, out, "STORE completed")
+
+
+# -- SEARCH ----------------------------------------------------------------------------------
+async def search(session: ImapSession, cmd: c.Search, out: Out) -> Outcome:
+    if cmd.program.return_options is not None:
+        raise ParseError("SEARCH RETURN (ESEARCH) is not supported", cmd.tag)
+    selection = session.selection
+    folder = selection.folder
+    level = needs(cmd.program.key)
+    view = [(seq, uid) for seq, uid in enumerate(selection.uids, 1) if folder.index_of(uid) is not None]
+    max_seq, max_uid = selection.exists, (selection.uids[-1] if selection.uids else 0)
+    found: list[int] = []
+    step = BATCH if level != NOTHING else max(len(view), 1)
+    for start in range(0, len(view), step):
+        chunk = view[start:start + step]
+        datas = await folder.read_many([uid for _, uid in chunk], level == HEADER) if level != NOTHING else {}
+        for seq, uid in chunk:
+            i = folder.index_of(uid)
+            data = datas.get(uid, b"")
+            if i is None or data is None:
+                continue
+            flags = folder.flags_at(i) + (("\\Recent",) if uid in selection.recent else ())
+            candidate = Candidate(seq, uid, flags, _date(folder.dates[i]), folder.sizes[i],
+                                  lambda d=data: _view(d, level == HEADER), max_seq, max_uid)
+            if matches(cmd.program.key, candidate):
+                found.append(uid if cmd.uid else seq)
+        if level != NOTHING:
+            await out.drain()
+    out.write(b"* SEARCH" + b"".join(b" %d" % n for n in found) + b"\r\n")
+    return session.ok(cmd, out, "SEARCH completed")
+
+
+# -- COPY / MOVE --------------------------------------------------------------------------------
+async def copy(session: ImapSession, cmd: c.Copy, out: Out) -> Outcome:
+    selection = session.selection
+    move = isinstance(cmd, c.Move)
+    try:
+        name = folder_name(cmd.mailbox)
+    except Refused as exc:
+        return session.no(cmd, out, exc.text, exc.code)
+    if move and selection.read_only:
+        return session.no(cmd, out, "Mailbox is read-only", "READ-ONLY")
+    uids = [uid for _, uid in _targets(session, cmd)]
+    store = session.host.store
+    try:
+        dest = await store.open(session.key, name)
+    except FolderGone:
+        return session.no(cmd, out, "Mailbox does not exist", "TRYCREATE")
+    try:
+        if dest is selection.folder:
+            if move:
+                return session.no(cmd, out, "Source and destination are the same mailbox", "CANNOT")
+            pairs = await _copy_within(selection, uids)
+        else:
+            pairs = await selection.folder.copy_to(dest, uids, move=move, origin=session)
+        validity = dest.uidvalidity
+    finally:
+        store.release(dest, session.key)
+    code = None
+    if pairs:
+        code = Code.of("COPYUID", validity, Atom(_set([a for a, _ in pairs])), Atom(_set([b for _, b in pairs])))
+    if move:
+        if code is not None:
+            out.write(b"* OK " + code.encode() + b" Moved\r\n")
+        return session.ok(cmd, out, "MOVE completed")
+    return session.ok(cmd, out, "COPY completed", code)
+
+
+async def _copy_within(selection: Selection, uids: list[int]) -> list[tuple[int, int]]:
+    folder = selection.folder
+    datas = await folder.read_many(uids, False)
+    items, sources = [], []
+    for uid in uids:
+        i = folder.index_of(uid)
+        if i is not None and datas.get(uid) is not None:
+            items.append((datas[uid], folder.flags_at(i), folder.dates[i]))
+            sources.append(uid)
+    return list(zip(sources, await folder.add(items)))
+
+
+def _set(numbers: list[int]) -> str:
+    """``1:3,7``: a compact sequence set of sorted-or-not numbers, order kept."""
+    parts: list[list[int]] = []
+    for n in numbers:
+        if parts and n == parts[-1][1] + 1:
+            parts[-1][1] = n
+        else:
+            parts.append([n, n])
+    return ",".join(str(a) if a == b else f"{a}:{b}" for a, b in parts)
+
+
+# -- EXPUNGE / CLOSE / UNSELECT / CHECK ---------------------------------------------------------------
+async def expunge(session: ImapSession, cmd: c.Expunge, out: Out) -> Outcome:
+    selection = session.selection
+    if selection.read_only:
+        return session.no(cmd, out, "Mailbox is read-only", "READ-ONLY")
+    await selection.folder.expunge(_deleted(selection, cmd.uids), origin=session)
+    return session.ok(cmd, out, "EXPUNGE completed")
+
+
+def _deleted(selection: Selection, only: SequenceSet | None) -> list[int]:
+    folder = selection.folder
+    ranges = only.ranges(selection.uids[-1]) if only is not None and selection.uids else None
+    chosen = []
+    for uid in selection.uids:
+        i = folder.index_of(uid)
+        if i is None or "T" not in folder.infos[i]:
+            continue
+        if ranges is None or any(low <= uid <= high for low, high in ranges):
+            chosen.append(uid)
+    return chosen
+
+
+async def close(session: ImapSession, cmd: c.Close | c.Unselect, out: Out) -> Outcome:
+    selection = session.selection
+    if isinstance(cmd, c.Close) and not selection.read_only:
+        await selection.folder.expunge(_deleted(selection, None), origin=session)
+    session.unselect()          # no EXPUNGE responses for CLOSE (§6.4.2)
+    return session.ok(cmd, out, f"{'CLOSE' if isinstance(cmd, c.Close) else 'UNSELECT'} completed")
+
+
+async def check(session: ImapSession, cmd: c.Check, out: Out) -> Outcome:
+    await session.look()
+    return session.ok(cmd, out, "CHECK completed")
+
+
