@@ -51,6 +51,7 @@ PRE_AUTH = Limits(max_line=8192, max_literal=8192, max_literals=4, max_total=163
 MAX_LINE = 64 * 1024            # one command line after login (Dovecot's imap_max_line_length)
 SASL_LINE = 8192
 _APPEND = re.compile(rb"[^ ]+ +APPEND ", re.IGNORECASE)
+_LOGIN = re.compile(rb"[^ ]+ +LOGIN ", re.IGNORECASE)
 _ids = itertools.count(1)
 
 
@@ -264,6 +265,9 @@ class ImapServer:
                 return session.refuse(exc, out)
             if info is None:
                 break
+            if limits is PRE_AUTH and not _LOGIN.match(assembler.pieces[0]):
+                # Before login only LOGIN may carry literals; nobody else gets a "+" for one.
+                return self._refused_literal(session, LiteralRefused("Not logged in", assembler.tag, info), line, out)
             if info.synchronising:
                 out.write(b"+ Ready for literal data\r\n")
                 await out.drain()
