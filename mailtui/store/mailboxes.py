@@ -33,7 +33,7 @@ SUBSCRIPTIONS = "subscriptions"
 VALIDITY_FILE = "mailtui-uidvalidity"
 MAX_NAME = 200                     # octets of a folder name (a directory name holds 255)
 CACHE_MESSAGES = 100_000           # messages kept indexed for folders nobody has open
-_BAD_COMPONENT = re.compile(r"[\x00-\x1f\x7f/\\%*]")
+_BAD_COMPONENT = re.compile(r"[\x00-\x1f\x7f/%*]")      # "/" would be a path; % and * are wildcards
 _validity_lock = threading.Lock()
 
 

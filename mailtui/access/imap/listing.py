@@ -55,7 +55,7 @@ def list_entries(names: list[str], subscribed: list[str], reference: str, patter
         attrs = _attributes(name, name in existing, existing, subs, returns, selection, lsub)
         if "SPECIAL-USE" in selection and not any(a in SPECIAL_USE.values() for a in attrs):
             continue
-        if name in parents and not only_subscribed and "%" not in "".join(full_patterns):
+        if name in parents and "%" not in "".join(full_patterns):   # "*" reaches the children themselves
             continue
         out.append((attrs, name))
     return out

@@ -127,7 +127,10 @@ async def subscribe(session: ImapSession, cmd: c.Subscribe | c.Unsubscribe, out:
         name = folder_name(cmd.mailbox)
         store = session.host.store
         on = isinstance(cmd, c.Subscribe)
-        await store.run(store.user(session.key).subscribe, [name], on)
+        user = store.user(session.key)
+        if on and not await store.run(user.exists, name):
+            return session.no(cmd, out, "Mailbox does not exist", "NONEXISTENT")   # as Dovecot
+        await store.run(user.subscribe, [name], on)
         return session.ok(cmd, out, f"{'SUBSCRIBE' if on else 'UNSUBSCRIBE'} completed")
     return await guarded(session, cmd, out, work)
 
