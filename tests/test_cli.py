@@ -25,7 +25,8 @@ def mailtui(*args: str, config: Path | None = None, stdin: str | None = None, ti
 def write_config(path: Path, data_dir: Path, extra: str = "") -> Path:
     path.write_text(f'[server]\nhostname = "mail.test"\ndata_dir = "{data_dir}"\n'
                     f'local_domains = ["localhost", "example.test"]\n'
-                    f'[smtp]\nlisten = ["127.0.0.1:0"]\n[pop3]\nlisten = ["127.0.0.1:0"]\n{extra}')
+                    f'[smtp]\nlisten = ["127.0.0.1:0"]\n[pop3]\nlisten = ["127.0.0.1:0"]\n'
+                    f'[imap]\nlisten = ["127.0.0.1:0"]\n{extra}')
     return path
 
 
