@@ -41,6 +41,24 @@ from .tls import server_context
 log = logging.getLogger(__name__)
 
 
+def pin_mmap_threshold() -> None:
+    """Keep glibc from holding freed 16 MiB blocks in every executor thread's heap.
+
+    Each password check (scrypt, 16 MiB) runs in an executor thread. After the
+    first such block is freed, glibc raises its mmap threshold, so the next
+    ones come from that thread's arena and stay resident: with six threads,
+    ~70 MiB of RSS that never shrinks (measured: a 10,000-message IMAP open
+    went from +68 MiB over idle to -10 MiB). A fixed threshold keeps big
+    blocks mmap'd and returned on free.
+    """
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 128 * 1024)       # M_MMAP_THRESHOLD; fixing it disables the dynamic one
+    except (OSError, AttributeError):      # not glibc: nothing to do
+        pass
+
+
 class AlreadyRunning(Exception):
     """Another mailtui process owns this data directory."""
 
@@ -123,6 +141,7 @@ class Core:
 
     async def start(self) -> None:
         cfg = self.config
+        pin_mmap_threshold()
         if not self._lock.acquire():
             raise AlreadyRunning(f"another mailtui server is using {cfg.server.data_dir}")
         try:

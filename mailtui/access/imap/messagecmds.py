@@ -74,34 +74,66 @@ async def fetch(session: ImapSession, cmd: c.Fetch, out: Out) -> Outcome:
 
 
 async def _fetch_fast(selection: Selection, targets, attrs, out: Out) -> bool:
+    """FETCH of index data only (UID, FLAGS, RFC822.SIZE, INTERNALDATE): no file is opened.
+
+    Lines are formatted from one template per request, in slices of
+    ``FAST_SLICE`` messages: 50,000 ``(UID FLAGS)`` lines take tens of ms.
+    """
     folder = selection.folder
     names = [a.name for a in attrs]
-    recent = selection.recent
-    flag_cache: dict[tuple[str, bool], bytes] = {}
-    missing = False
-    for count, (seq, uid) in enumerate(targets, 1):
-        i = folder.index_of(uid)
-        if i is None:
-            missing = True
-            continue
-        parts = []
-        for name in names:
-            if name == "UID":
-                parts.append(b"UID %d" % uid)
-            elif name == "FLAGS":
-                key = (folder.infos[i], uid in recent)
-                flags = flag_cache.get(key)
-                if flags is None:
-                    flags = flag_cache[key] = flag_bytes(folder.flags_at(i), key[1])
-                parts.append(b"FLAGS (" + flags + b")")
-            elif name == "RFC822.SIZE":
-                parts.append(b"RFC822.SIZE %d" % folder.sizes[i])
-            else:
-                parts.append(b'INTERNALDATE "' + format_date_time(_date(folder.dates[i])).encode() + b'"')
-        out.write(b"* %d FETCH (%s)\r\n" % (seq, b" ".join(parts)))
-        if count % LINES_PER_DRAIN == 0:
-            await out.drain()
+    template = b"* %d FETCH (" + b" ".join(_FAST_PART[name] for name in names) + b")\r\n"
+    indexes = _folder_indexes(selection, targets)
+    flags = _FlagBytes(folder, selection.recent)
+    sizes, dates = folder.sizes, folder.dates
+    getters = {"UID": lambda seq, uid, i: uid, "FLAGS": flags.of,
+               "RFC822.SIZE": lambda seq, uid, i: sizes[i],
+               "INTERNALDATE": lambda seq, uid, i: format_date_time(_date(dates[i])).encode()}
+    missing = any(i is None for i in indexes)
+    rows = [(seq, uid, i) for (seq, uid), i in zip(targets, indexes) if i is not None]
+    if names == ["UID", "FLAGS"]:              # what every client sends on open: the fast lane
+        of = flags.of
+        make = lambda seq, uid, i: template % (seq, uid, of(seq, uid, i))  # noqa: E731
+    else:
+        parts = [getters[name] for name in names]
+        make = lambda seq, uid, i: template % ((seq,) + tuple(g(seq, uid, i) for g in parts))  # noqa: E731
+    for start in range(0, len(rows), FAST_SLICE):
+        out.write(b"".join([make(*row) for row in rows[start:start + FAST_SLICE]]))
+        await out.drain()
     return missing
+
+
+_FAST_PART = {"UID": b"UID %d", "FLAGS": b"FLAGS (%s)", "RFC822.SIZE": b"RFC822.SIZE %d",
+              "INTERNALDATE": b'INTERNALDATE "%s"'}
+FAST_SLICE = 4096
+
+
+class _FlagBytes:
+    """FLAGS values as bytes, cached per Maildir info string (and \\Recent)."""
+
+    def __init__(self, folder, recent: set[int]):
+        self.infos = folder.infos
+        self.folder = folder
+        self.recent = recent
+        self.cache: dict[str, bytes] = {}
+        self.cache_recent: dict[str, bytes] = {}
+
+    def of(self, seq: int, uid: int, i: int) -> bytes:
+        info = self.infos[i]
+        recent = uid in self.recent
+        cache = self.cache_recent if recent else self.cache
+        value = cache.get(info)
+        if value is None:
+            value = cache[info] = flag_bytes(self.folder.flags_at(i), recent)
+        return value
+
+
+def _folder_indexes(selection: Selection, targets: list[tuple[int, int]]) -> list[int | None]:
+    """Where each target is in the folder's arrays (None: expunged meanwhile)."""
+    folder = selection.folder
+    if selection.uids == folder.uids:          # the usual case: the view is the folder
+        return [seq - 1 for seq, _ in targets]
+    index_of = folder.index_of
+    return [index_of(uid) for _, uid in targets]
 
 
 async def _fetch_full(session: ImapSession, targets, attrs, sets_seen: bool, out: Out) -> bool:
