@@ -40,6 +40,7 @@ from .uidlist import UidListFile
 
 log = logging.getLogger(__name__)
 HEADER_READ = 64 * 1024      # octets read for a header-only question (ENVELOPE, HEADER.FIELDS)
+POKE_DELAY = 0.1             # seconds a delivery poke waits for more mail before looking
 LOG_SIZE = 20_000            # changes remembered for sessions that have not looked yet
 
 
@@ -83,6 +84,7 @@ class Folder:
         self.dates = array("d")
         self.keywords = Keywords(self.path)
         self.changes: deque[Change] = deque(maxlen=LOG_SIZE)
+        self._log_floor = 0           # sessions that last looked before this version resynchronise fully
         self._syncer = syncer
         self._new_validity = new_validity
         self._uidlist = UidListFile(self.path)
@@ -112,13 +114,22 @@ class Folder:
         return f"{self.path}/cur/{self.names[i]}:2,{self.infos[i]}"
 
     def changes_since(self, version: int) -> list[Change] | None:
-        """Changes after ``version``, or None if the log no longer reaches back that far."""
+        """Changes after ``version``, or None if the log no longer reaches back that far.
+
+        New messages are not in the log (they are the UIDs above the last one
+        a session knows), so the log is empty while mail only arrives.
+        """
         if version >= self.version:
             return []
-        if not self.changes or self.changes[0].version > version + 1:
+        if version < self._log_floor:
             return None
-        start = bisect.bisect_right([c.version for c in self.changes], version)
-        return list(self.changes)[start:]
+        found = []
+        for change in reversed(self.changes):
+            if change.version <= version:
+                break
+            found.append(change)
+        found.reverse()
+        return found
 
     def snapshot(self) -> list[Message]:
         """Every message in UID order (POP3's view of a maildrop)."""
@@ -191,6 +202,7 @@ class Folder:
 
     async def _poked(self) -> None:
         while True:
+            await asyncio.sleep(POKE_DELAY)     # a burst of deliveries becomes one look
             self._poke_again = False
             try:
                 await self.refresh()
@@ -265,6 +277,7 @@ class Folder:
             self._notify()
 
     def _reset(self, messages: list[Msg]) -> None:
+        self._log_floor = self.version + 1
         self.uids = array("I", (m.uid for m in messages))
         self.names = [m.base for m in messages]
         self.infos = [m.info for m in messages]
@@ -274,6 +287,8 @@ class Folder:
 
     def _log(self, kind: str, uid: int, origin: object) -> None:
         self.version += 1
+        if len(self.changes) == self.changes.maxlen:
+            self._log_floor = self.changes[0].version      # about to fall out of the log
         self.changes.append(Change(self.version, kind, uid, origin))
 
     def _remove(self, uids: Iterable[int], origin: object) -> None:

@@ -161,13 +161,16 @@ def look(folder: Path, uidlist: UidListFile, *, uidvalidity: int, uid_next: int,
          garbage: int) -> Delta:
     """An incremental look: new mail in ``new/``; a rescan of ``cur/`` only if its mtime moved.
 
+    ``cur/``'s mtime is compared before this look moves anything into it;
+    afterwards the new mtime is recorded as known. A change someone else
+    makes to ``cur/`` in that instant is seen at the next change.
+
     ``index`` gives base → (UID, info) of the folder's index and ``everything``
     its messages (for a rewrite); both are only called when needed.
     """
     delta = Delta(uidvalidity, uid_next, known_mtime, garbage=garbage)
-    fresh = _take_new(folder, lambda base: False)
-    mtime = cur_mtime(folder)
-    if mtime != known_mtime:
+    fresh: list[Msg] = []
+    if cur_mtime(folder) != known_mtime:      # before our own moves below, which change it too
         known = index()
         cur = _list_cur(folder)
         for base, (uid, info) in known.items():
@@ -176,14 +179,14 @@ def look(folder: Path, uidlist: UidListFile, *, uidvalidity: int, uid_next: int,
                 delta.expunged.append(uid)
             elif now != info:
                 delta.flags.append((uid, now))
-        fresh_bases = {m.base for m in fresh}
         for base, info in cur.items():
-            if base not in known and base not in fresh_bases:
+            if base not in known:
                 facts = _facts(f"{folder}/cur/{base}:2,{info}", base)
                 if facts is not None:
                     fresh.append(Msg(0, base, info, facts[1], facts[0]))
         delta.expunged.sort()
         delta.garbage += len(delta.expunged)
+    fresh += _take_new(folder, lambda base: False)
     delta.uid_next = _number(fresh, uid_next)
     delta.added = fresh
     if fresh or delta.garbage > REWRITE_GARBAGE:
