@@ -31,7 +31,8 @@ REQUEST = ("(ENVELOPE BODYSTRUCTURE BODY RFC822.SIZE BODY.PEEK[] BODY.PEEK[HEADE
            "BODY.PEEK[1] BODY.PEEK[2.MIME] BODY.PEEK[TEXT]<0.40>)")
 SEARCHES = ['SUBJECT "multipart"', "LARGER 600", "SMALLER 300", 'FROM "example"', 'TO "bob"',
             'TEXT "part"', 'BODY "second"', 'HEADER Content-Type "multipart/mixed"', "NOT SMALLER 300",
-            'OR SUBJECT "plain" SUBJECT "nested"', "UNDELETED", 'SENTBEFORE 1-Jan-2030', 'CHARSET UTF-8 BODY "original"']
+            'OR SUBJECT "plain" SUBJECT "nested"', "UNDELETED", 'SENTBEFORE 1-Jan-2030',
+            'CHARSET UTF-8 BODY "original"']
 
 
 @pytest.fixture(scope="module")
