@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import imaplib
 import smtplib
-import ssl
-import threading
 import time
 
 import pytest
@@ -88,7 +86,8 @@ def test_move_sends_copyuid_then_expunge(srv):
         c.login(ALICE, PASSWORD)
         c.cmd("s", "SELECT INBOX")
         reply = c.cmd("m", "UID MOVE 1 Junk")
-        assert reply.startswith(b"* OK [COPYUID ") and b"* 1 EXPUNGE\r\n" in reply and reply.endswith(b"m OK MOVE completed\r\n")
+        assert reply.startswith(b"* OK [COPYUID ") and b"* 1 EXPUNGE\r\n" in reply
+        assert reply.endswith(b"m OK MOVE completed\r\n")
 
 
 def test_list_shows_special_use_children_and_subscriptions(srv):
