@@ -24,22 +24,19 @@ from __future__ import annotations
 import asyncio
 import bisect
 import logging
-import os
 from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from . import folderscan
+from . import folderscan, mailfiles
 from .folderscan import Delta, Msg
-from .maildir import name_facts, unique_name
 from .mailflags import Keywords, flags_of, info_of
-from .safeio import DirSyncer, write_file
+from .safeio import DirSyncer
 from .uidlist import UidListFile
 
 log = logging.getLogger(__name__)
-HEADER_READ = 64 * 1024      # octets read for a header-only question (ENVELOPE, HEADER.FIELDS)
 POKE_DELAY = 0.1             # seconds a delivery poke waits for more mail before looking
 LOG_SIZE = 20_000            # changes remembered for sessions that have not looked yet
 
@@ -155,7 +152,7 @@ class Folder:
             if i is None:
                 break
             try:
-                return await loop.run_in_executor(None, _read_file, self.file_at(i), header_only)
+                return await loop.run_in_executor(None, mailfiles.read_file, self.file_at(i), header_only)
             except FileNotFoundError:
                 await asyncio.sleep(0)
         raise FileNotFoundError(f"message {uid} is gone")
@@ -164,7 +161,7 @@ class Folder:
         """Several messages in one executor call; None for those that are gone."""
         loop = asyncio.get_running_loop()
         paths = [(uid, self.file_at(i)) for uid in uids if (i := self.index_of(uid)) is not None]
-        found = await loop.run_in_executor(None, _read_files, paths, header_only)
+        found = await loop.run_in_executor(None, mailfiles.read_files, paths, header_only)
         for uid, data in list(found.items()):
             if data is None and self.index_of(uid) is not None:     # renamed meanwhile: once more
                 try:
@@ -321,7 +318,7 @@ class Folder:
                     renames.append((uid, self.file_at(i), f"{self.path}/cur/{self.names[i]}:2,{new}", new))
             if not renames:
                 return []
-            done = await loop.run_in_executor(None, _rename_all, renames)
+            done = await loop.run_in_executor(None, mailfiles.rename_all, renames)
             await self._syncer.sync(self.path / "cur")
             self._cur_mtime = await loop.run_in_executor(None, folderscan.cur_mtime, self.path)
             for uid, info in done:
@@ -340,7 +337,7 @@ class Folder:
             targets = [(uid, self.file_at(i)) for uid in uids if (i := self.index_of(uid)) is not None]
             if not targets:
                 return []
-            await loop.run_in_executor(None, _unlink_all, [path for _, path in targets])
+            await loop.run_in_executor(None, mailfiles.unlink_all, [path for _, path in targets])
             await self._syncer.sync(self.path / "cur")
             self._cur_mtime = await loop.run_in_executor(None, folderscan.cur_mtime, self.path)
             removed = [uid for uid, _ in targets]
@@ -361,7 +358,7 @@ class Folder:
                 raise FolderGone(self.name)
             await self._need_keywords([f for _, flags, _ in items for f in flags], loop)
             plans = [(data, info_of(flags, self.keywords), when) for data, flags, when in items]
-            added = await loop.run_in_executor(None, _write_all, self.path, plans)
+            added = await loop.run_in_executor(None, mailfiles.write_all, self.path, plans)
             return await self._take(added, loop)
 
     async def _need_keywords(self, flags: Iterable[str], loop) -> None:
@@ -394,7 +391,7 @@ class Folder:
                 raise FolderGone(dest.name)
             plans = [(uid, self.file_at(i), self.infos[i], self.dates[i], self.sizes[i])
                      for uid in uids if (i := self.index_of(uid)) is not None]
-            placed = await loop.run_in_executor(None, _place_all, dest.path, plans, move)
+            placed = await loop.run_in_executor(None, mailfiles.place_all, dest.path, plans, move)
             new_uids = await dest._take([m for _, m in placed], loop)
             if move and placed:
                 await self._syncer.sync(self.path / "cur")
@@ -414,95 +411,3 @@ def _new_info(old: str, mode: str, flags: Sequence[str], current: tuple[str, ...
     else:
         wanted = [f for f in current if f.lower() not in lowered]
     return info_of(wanted, keywords, keep=old)
-
-
-def _read_file(path: str, header_only: bool) -> bytes:
-    with open(path, "rb") as fh:
-        if not header_only:
-            return fh.read()
-        head = fh.read(HEADER_READ)
-        if len(head) < HEADER_READ or b"\r\n\r\n" in head or b"\n\n" in head:
-            return head
-        return head + fh.read()             # a header longer than HEADER_READ: read it all
-
-
-def _read_files(paths: list[tuple[int, str]], header_only: bool) -> dict[int, bytes | None]:
-    out: dict[int, bytes | None] = {}
-    for uid, path in paths:
-        try:
-            out[uid] = _read_file(path, header_only)
-        except FileNotFoundError:
-            out[uid] = None
-    return out
-
-
-def _rename_all(renames: list[tuple[int, str, str, str]]) -> list[tuple[int, str]]:
-    done = []
-    for uid, old, new, info in renames:
-        try:
-            os.rename(old, new)
-        except FileNotFoundError:
-            continue
-        done.append((uid, info))
-    return done
-
-
-def _unlink_all(paths: list[str]) -> None:
-    for path in paths:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-
-
-def _write_all(folder: Path, plans: list[tuple[bytes, str, float | None]]) -> list[Msg]:
-    """Write new files (tmp/, fsync, rename into cur/); the caller fsyncs ``cur/``."""
-    placed: list[Msg] = []
-    for data, info, when in plans:
-        base = _write_new(folder, data, info, when)
-        placed.append(Msg(0, base, info, len(data), when if when is not None else name_facts(base)[0]))
-    return placed
-
-
-def _write_new(folder: Path, data: bytes, info: str, when: float | None) -> tuple[str, str]:
-    base = unique_name(len(data))
-    tmp = f"{folder}/tmp/{base}"
-    write_file(tmp, data)
-    if when is not None:
-        os.utime(tmp, (when, when))
-    os.rename(tmp, f"{folder}/cur/{base}:2,{info}")
-    return base
-
-
-def _place_all(dest: Path, plans: list[tuple[int, str, str, float, int]], move: bool) -> list[tuple[int, Msg]]:
-    """Hard-link (COPY) or rename (MOVE) files into ``dest/cur``; a copy falls back to writing.
-
-    A message file never changes after it is written, so a hard link is a
-    complete, atomic copy; each gets a new base name, unique in ``dest``.
-    """
-    placed = []
-    for uid, path, info, when, size in plans:
-        base = unique_name(size)
-        target = f"{dest}/cur/{base}:2,{info}"
-        try:
-            if move:
-                os.rename(path, target)
-            else:
-                _link_or_copy(path, target, dest, base)
-        except FileNotFoundError:
-            continue
-        placed.append((uid, Msg(0, base, info, size, when)))
-    return placed
-
-
-def _link_or_copy(path: str, target: str, dest: Path, base: str) -> None:
-    try:
-        os.link(path, target)
-    except FileNotFoundError:
-        raise
-    except OSError:                     # another file system, or links not allowed
-        with open(path, "rb") as fh:
-            data = fh.read()
-        tmp = f"{dest}/tmp/{base}"
-        write_file(tmp, data)
-        os.rename(tmp, target)
