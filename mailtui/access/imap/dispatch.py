@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
+from ...store.folder import FolderGone
+from ...store.mailflags import TooManyKeywords
 from . import commands as c
 from . import mailboxcmds as mb
 from . import messagecmds as mc
@@ -78,6 +80,13 @@ async def handle(session: ImapSession, command: c.Command, out: Out) -> Outcome:
         return await handler(session, command, out)
     except ParseError as exc:
         return session.refuse(exc, out)
+    except TooManyKeywords as exc:
+        out.write(status_line(command.tag, "NO", str(exc), Code.of("LIMIT")))
+        return DONE
+    except FolderGone:                       # the selected mailbox was deleted by another session
+        out.write(status_line("*", "BYE", "The selected mailbox no longer exists"))
+        session.result = "mailbox deleted"
+        return Outcome(close=True)
     except OSError:
         log.exception("IMAP %s: %s failed", session.id, type(command).__name__)
         out.write(status_line(command.tag, "NO", "Server error, try again later", Code.of("SERVERBUG")))

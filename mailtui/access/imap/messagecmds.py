@@ -13,6 +13,7 @@ import datetime as dt
 from typing import NamedTuple
 
 from ...store.folder import FolderGone
+from ...store.mailfiles import HEADER_READ
 from . import commands as c
 from .dates import format_date_time
 from .errors import ParseError
@@ -20,12 +21,13 @@ from .fetchitems import fetch_items
 from .mailboxcmds import Refused, folder_name
 from .message import MessageView
 from .response import Atom, Code, fetch as fetch_response
-from .search import HEADER, NOTHING, Candidate, matches, needs
+from .search import FULL, HEADER, NOTHING, Candidate, matches, needs
 from .selection import BadSequence, Selection, flag_bytes
 from .sequence import SequenceSet
 from .session import ImapSession, Out, Outcome
 
-BATCH = 64                   # messages read per executor call
+BATCH = 64                   # messages read per executor call ...
+BATCH_BYTES = 8 * 1024 * 1024    # ... and at most this much of them (one big message alone may exceed it)
 LINES_PER_DRAIN = 512        # cheap FETCH lines written between drains
 _FAST = frozenset({"UID", "FLAGS", "RFC822.SIZE", "INTERNALDATE"})
 
@@ -143,8 +145,7 @@ async def _fetch_full(session: ImapSession, targets, attrs, sets_seen: bool, out
     header_only = not any(a.needs_body for a in attrs)
     wants_flags = any(a.name == "FLAGS" for a in attrs)
     missing = False
-    for start in range(0, len(targets), BATCH):
-        chunk = targets[start:start + BATCH]
+    for chunk in _batches(folder, targets, header_only or not needs_message):
         present = [uid for _, uid in chunk if folder.index_of(uid) is not None]
         seen_now: set[int] = set()
         if sets_seen:
@@ -166,6 +167,21 @@ async def _fetch_full(session: ImapSession, targets, attrs, sets_seen: bool, out
             out.write(fetch_response(seq, items))
         await out.drain()
     return missing
+
+
+def _batches(folder, pairs: list[tuple[int, int]], small: bool):
+    """Slices of (seq, UID) pairs to read at once: BATCH messages, or BATCH_BYTES of them."""
+    batch: list[tuple[int, int]] = []
+    size = 0
+    for seq, uid in pairs:
+        i = folder.index_of(uid)
+        size += HEADER_READ if small or i is None else folder.sizes[i]
+        batch.append((seq, uid))
+        if len(batch) >= BATCH or size >= BATCH_BYTES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
 
 
 # -- STORE -----------------------------------------------------------------------------
@@ -200,9 +216,8 @@ async def search(session: ImapSession, cmd: c.Search, out: Out) -> Outcome:
     view = [(seq, uid) for seq, uid in enumerate(selection.uids, 1) if folder.index_of(uid) is not None]
     max_seq, max_uid = selection.exists, (selection.uids[-1] if selection.uids else 0)
     found: list[int] = []
-    step = BATCH if level != NOTHING else max(len(view), 1)
-    for start in range(0, len(view), step):
-        chunk = view[start:start + step]
+    batches = _batches(folder, view, level != FULL) if level != NOTHING else [view]
+    for chunk in batches:
         datas = await folder.read_many([uid for _, uid in chunk], level == HEADER) if level != NOTHING else {}
         for seq, uid in chunk:
             i = folder.index_of(uid)

@@ -299,3 +299,26 @@ def test_an_empty_tls_listen_is_accepted_and_a_bind_failure_shows(tmp_path):
             srv.stop()
     finally:
         blocker.stop()
+
+
+def test_a_folder_holds_26_keywords_then_no_limit(srv):
+    deliver(srv)
+    with Raw(srv.imap_port) as c:
+        c.login(ALICE, PASSWORD)
+        c.cmd("s", "SELECT INBOX")
+        words = " ".join(f"k{i}" for i in range(26))
+        assert c.cmd("a", f"STORE 1 +FLAGS.SILENT ({words})").endswith(b"a OK STORE completed\r\n")
+        assert c.cmd("b", "STORE 1 +FLAGS (one-too-many)").startswith(b"b NO [LIMIT]")
+        assert b"k25" in c.cmd("f", "FETCH 1 FLAGS")
+
+
+def test_a_selected_folder_deleted_by_another_session_ends_with_bye(srv):
+    with Raw(srv.imap_port) as a, Raw(srv.imap_port) as b:
+        for c in (a, b):
+            c.login(ALICE, PASSWORD)
+        a.cmd("c", "CREATE Doomed")
+        b.cmd("s", "SELECT Doomed")
+        assert a.cmd("d", "DELETE Doomed") == b"d OK DELETE completed\r\n"
+        b.send(b"n NOOP\r\n")
+        assert b.line() == b"* BYE The selected mailbox no longer exists\r\n"
+        assert b.closed()
