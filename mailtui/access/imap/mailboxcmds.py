@@ -66,6 +66,7 @@ async def select(session: ImapSession, cmd: c.Select, out: Out) -> Outcome:
         session.selection = Selection(folder, read_only=read_only, origin=session)
         session.state = State.SELECTED
         folder.watch(session, session.wake)
+        session.host.changed(session)
         _announce(session, out)
         return session.ok(cmd, out, f"{'EXAMINE' if read_only else 'SELECT'} completed",
                           "READ-ONLY" if read_only else "READ-WRITE")

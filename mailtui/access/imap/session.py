@@ -158,6 +158,7 @@ class ImapSession:
         return self.ok(cmd, out, f"{type(cmd).__name__.upper()} completed")
 
     async def logout(self, cmd: c.Logout, out: Out) -> Outcome:
+        self.unselect()
         out.write(status_line("*", "BYE", "Logging out"))
         self.state = State.LOGOUT
         self.result = self.result or "logout"
