@@ -49,7 +49,7 @@ class Change(NamedTuple):
     version: int
     kind: str                # "flags" or "expunge"
     uid: int
-    origin: object           # who made it (a session), None for changes found on disk
+    origin: object           # who made it (a session id), None for changes found on disk
 
 
 class Message(NamedTuple):

@@ -63,7 +63,7 @@ async def select(session: ImapSession, cmd: c.Select, out: Out) -> Outcome:
         store = session.host.store
         folder = await store.open(session.key, name)
         read_only = isinstance(cmd, c.Examine)
-        session.selection = Selection(folder, read_only=read_only, origin=session)
+        session.selection = Selection(folder, read_only=read_only, origin=session.id)
         session.state = State.SELECTED
         folder.watch(session, session.wake)
         session.host.changed(session)

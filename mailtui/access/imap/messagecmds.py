@@ -151,7 +151,7 @@ async def _fetch_full(session: ImapSession, targets, attrs, sets_seen: bool, out
         if sets_seen:
             unseen = [uid for uid in present if "\\Seen" not in folder.flags_at(folder.index_of(uid))]
             if unseen:
-                seen_now = set(await folder.store(unseen, "add", ["\\Seen"], origin=session))
+                seen_now = set(await folder.store(unseen, "add", ["\\Seen"], origin=session.id))
         datas = await folder.read_many(present, header_only) if needs_message else {}
         for seq, uid in chunk:
             i = folder.index_of(uid)
@@ -190,7 +190,7 @@ async def store(session: ImapSession, cmd: c.Store, out: Out) -> Outcome:
     if selection.read_only:
         return session.no(cmd, out, "Mailbox is read-only", "READ-ONLY")
     targets = _targets(session, cmd)
-    await selection.folder.store([uid for _, uid in targets], cmd.mode, cmd.flags, origin=session)
+    await selection.folder.store([uid for _, uid in targets], cmd.mode, cmd.flags, origin=session.id)
     missing = False
     if not cmd.silent:
         for seq, uid in targets:
@@ -257,7 +257,7 @@ async def copy(session: ImapSession, cmd: c.Copy, out: Out) -> Outcome:
                 return session.no(cmd, out, "Source and destination are the same mailbox", "CANNOT")
             pairs = await _copy_within(selection, uids)
         else:
-            pairs = await selection.folder.copy_to(dest, uids, move=move, origin=session)
+            pairs = await selection.folder.copy_to(dest, uids, move=move, origin=session.id)
         validity = dest.uidvalidity
     finally:
         store.release(dest, session.key)
@@ -299,7 +299,7 @@ async def expunge(session: ImapSession, cmd: c.Expunge, out: Out) -> Outcome:
     selection = session.selection
     if selection.read_only:
         return session.no(cmd, out, "Mailbox is read-only", "READ-ONLY")
-    await selection.folder.expunge(_deleted(selection, cmd.uids), origin=session)
+    await selection.folder.expunge(_deleted(selection, cmd.uids), origin=session.id)
     return session.ok(cmd, out, "EXPUNGE completed")
 
 
@@ -319,7 +319,7 @@ def _deleted(selection: Selection, only: SequenceSet | None) -> list[int]:
 async def close(session: ImapSession, cmd: c.Close | c.Unselect, out: Out) -> Outcome:
     selection = session.selection
     if isinstance(cmd, c.Close) and not selection.read_only:
-        await selection.folder.expunge(_deleted(selection, None), origin=session)
+        await selection.folder.expunge(_deleted(selection, None), origin=session.id)
     session.unselect()          # no EXPUNGE responses for CLOSE (§6.4.2)
     return session.ok(cmd, out, f"{'CLOSE' if isinstance(cmd, c.Close) else 'UNSELECT'} completed")
 

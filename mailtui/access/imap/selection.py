@@ -101,7 +101,7 @@ class Selection:
                 if change.kind == "expunge":
                     if change.uid <= last_uid:
                         self.pending_expunge.add(change.uid)
-                elif change.origin is not self.origin and change.uid <= last_uid:
+                elif change.origin != self.origin and change.uid <= last_uid:
                     flagged.add(change.uid)
         self.version = folder.version
         if expunges and self.pending_expunge:
