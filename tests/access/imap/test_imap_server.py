@@ -322,3 +322,22 @@ def test_a_selected_folder_deleted_by_another_session_ends_with_bye(srv):
         b.send(b"n NOOP\r\n")
         assert b.line() == b"* BYE The selected mailbox no longer exists\r\n"
         assert b.closed()
+
+
+def test_pop3_and_imap_read_the_same_inbox(srv):
+    import poplib
+    for i in range(3):
+        deliver(srv, MSG + b"%d\r\n" % i)
+    with Raw(srv.imap_port) as c:
+        c.login(ALICE, PASSWORD)
+        c.cmd("s", "SELECT INBOX")                       # UIDs given, files moved to cur/
+        c.cmd("d", "STORE 3 +FLAGS.SILENT (\\Deleted)")
+        c.cmd("e", "EXPUNGE")
+        pop = poplib.POP3("127.0.0.1", srv.pop3_port, timeout=5)
+        pop.user(ALICE)
+        pop.pass_(PASSWORD)
+        assert pop.stat()[0] == 2                       # IMAP's expunge is gone for POP3 too
+        pop.dele(1)
+        pop.quit()
+        assert c.cmd("n", "NOOP") == b"* 1 EXPUNGE\r\nn OK NOOP completed\r\n"
+        assert c.cmd("f", "UID FETCH 1:* (UID)") == b"* 1 FETCH (UID 2)\r\nf OK FETCH completed\r\n"
