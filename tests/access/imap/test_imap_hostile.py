@@ -15,7 +15,11 @@ import pytest
 from harness import PASSWORD, RunningServer, make_config
 from imap_raw import Raw
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from mailtui.access.imap import dispatch
+from mailtui.access.imap.errors import ParseError
 from mailtui.access.imap.parser import parse_command
 from mailtui.access.imap.session import ImapSession, State
 from mailtui.store.mailboxes import MailStore
@@ -248,3 +252,40 @@ async def test_loopback_may_log_in_without_tls(tmp_path, ip):
     assert (await run(session, b"b LOGIN alice@localhost secret")).startswith(b"b OK")
     await asyncio.sleep(0)
     session.close()
+
+
+COMMANDS = [b"SELECT INBOX", b"EXAMINE Sent", b"FETCH 1:* (FLAGS BODY.PEEK[])", b"UID FETCH 1:* ENVELOPE",
+            b"STORE 1 +FLAGS (\\Deleted)", b"EXPUNGE", b"SEARCH TEXT x", b"COPY 1:* Trash", b"MOVE 1 Junk",
+            b"CREATE a.b", b"RENAME a b", b"DELETE b", b"LIST \"\" *", b"STATUS INBOX (MESSAGES UNSEEN)",
+            b"APPEND INBOX {5+}", b"CLOSE", b"UNSELECT", b"NOOP", b"CHECK", b"IDLE", b"ENABLE X", b"ID NIL"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(COMMANDS), st.binary(max_size=40)), min_size=1, max_size=12))
+def test_any_command_sequence_gets_answers_never_exceptions(tmp_path_factory, script):
+    root = tmp_path_factory.mktemp("fuzz")
+
+    async def go() -> None:
+        maildirs = Maildirs(root)
+        maildirs.deliver_sync("alice@localhost", b"Subject: a\r\n\r\nbody\r\n")
+        session = ImapSession(Host(MailStore(maildirs)), id="I1", ip="127.0.0.1")
+        await run(session, b"l LOGIN alice@localhost secret")
+        for n, line in enumerate(script):
+            tag = b"t%d" % n
+            pieces = [tag + b" " + line]
+            if line.endswith(b"{5+}"):
+                pieces += [b"hello", b""]
+            try:
+                command = parse_command(pieces)
+            except ParseError as exc:
+                assert exc.response().startswith((tag, b"*"))
+                continue
+            out = Out()
+            outcome = await dispatch.handle(session, command, out)
+            if outcome.idle:
+                dispatch.idle_done(session, b"DONE", out)
+            assert out.data.endswith(b"\r\n") and (tag + b" " in out.data or b"* BYE" in out.data), out.data
+            if outcome.close:
+                break
+        session.close()
+    asyncio.run(go())
