@@ -208,8 +208,9 @@ async def store(session: ImapSession, cmd: c.Store, out: Out) -> Outcome:
 
 # -- SEARCH ----------------------------------------------------------------------------------
 async def search(session: ImapSession, cmd: c.Search, out: Out) -> Outcome:
-    if cmd.program.return_options is not None:
-        raise ParseError("SEARCH RETURN (ESEARCH) is not supported", cmd.tag)
+    returns = cmd.program.return_options
+    if returns is not None and "SAVE" in returns:
+        raise ParseError("SEARCH RETURN (SAVE) is not supported", cmd.tag)
     selection = session.selection
     folder = selection.folder
     level = needs(cmd.program.key)
@@ -231,8 +232,20 @@ async def search(session: ImapSession, cmd: c.Search, out: Out) -> Outcome:
                 found.append(uid if cmd.uid else seq)
         if level != NOTHING:
             await out.drain()
-    out.write(b"* SEARCH" + b"".join(b" %d" % n for n in found) + b"\r\n")
+    out.write(_esearch(cmd, found, returns) if returns is not None else
+              b"* SEARCH" + b"".join(b" %d" % n for n in found) + b"\r\n")
     return session.ok(cmd, out, "SEARCH completed")
+
+
+def _esearch(cmd: c.Search, found: list[int], returns: tuple[str, ...]) -> bytes:
+    """``* ESEARCH (TAG "a1") UID MIN 2 MAX 9 COUNT 3 ALL 2,5,9`` (RFC 4731); ``RETURN ()`` means ALL."""
+    options = returns or ("ALL",)
+    parts = [b'* ESEARCH (TAG "' + cmd.tag.encode() + b'")'] + ([b"UID"] if cmd.uid else [])
+    values = {"MIN": b"MIN %d" % min(found) if found else None, "MAX": b"MAX %d" % max(found) if found else None,
+              "COUNT": b"COUNT %d" % len(found), "ALL": b"ALL " + _set(sorted(found)).encode() if found else None}
+    parts += [values[name] for name in ("MIN", "MAX", "ALL", "COUNT")     # Dovecot's order
+              if name in options and values[name] is not None]
+    return b" ".join(parts) + b"\r\n"
 
 
 # -- COPY / MOVE --------------------------------------------------------------------------------

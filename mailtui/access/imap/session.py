@@ -34,7 +34,7 @@ MAX_ERRORS = 10              # BAD responses before we hang up
 MAX_AUTH_FAILURES = 3        # failed logins before we hang up
 BASE_CAPABILITIES = ("IMAP4rev1", "SASL-IR", "LITERAL+", "ID", "ENABLE", "IDLE")
 AUTH_CAPABILITIES = ("NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE",
-                     "LIST-EXTENDED", "LIST-STATUS")
+                     "LIST-EXTENDED", "LIST-STATUS", "ESEARCH")
 
 
 class State(enum.Enum):

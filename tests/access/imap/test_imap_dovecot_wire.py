@@ -113,3 +113,17 @@ def test_store_copy_and_missing_uid_transcripts(both):
                        copy.split(b" ")[0], copy.split(b" ")[2:4]))
         client.delete("Archive")
     assert shapes[0] == shapes[1]
+
+
+@pytest.mark.parametrize("command", ["UID SEARCH RETURN (MIN MAX COUNT) LARGER 100",
+                                     "SEARCH RETURN () SMALLER 1", "SEARCH RETURN (COUNT ALL) ALL",
+                                     "UID SEARCH RETURN (ALL) UNDELETED"])
+def test_esearch_answers_like_dovecot(both, command):
+    answers = []
+    for client in both:
+        client.select("INBOX", readonly=True)
+        typ, data = client._simple_command(*command.split(" ", 1))
+        assert typ == "OK", data
+        answers.append(client.untagged_responses.pop("ESEARCH", [None])[0])
+    mine, theirs = (a.split(b")", 1)[1] if a else a for a in answers)
+    assert mine == theirs
