@@ -144,7 +144,7 @@ class UserFolders:
         if new == "INBOX" or self.exists(new) or new.startswith(old + DELIMITER):
             raise FolderError("Target mailbox already exists or is inside the source", "ALREADYEXISTS")
         if old == "INBOX":
-            raise FolderError("Renaming INBOX is not supported; copy its messages instead", "CANNOT")
+            raise FolderError("INBOX is not a directory to rename; move its messages instead", "CANNOT")
         moves = [(old, new)] + [(child, new + child[len(old):]) for child in self.children(old)]
         for parent in parents_of(new):
             if not self.exists(parent):

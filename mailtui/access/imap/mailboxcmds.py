@@ -115,12 +115,30 @@ async def rename(session: ImapSession, cmd: c.Rename, out: Out) -> Outcome:
     async def work() -> Outcome:
         old, new = folder_name(cmd.mailbox), folder_name(cmd.new_name)
         store = session.host.store
+        if old == "INBOX":
+            await _rename_inbox(session, new)
+            return session.ok(cmd, out, "RENAME completed")
         if store.in_use(session.key, old):
             return session.no(cmd, out, "Mailbox is in use; close it first", "INUSE")
         await store.run(store.user(session.key).rename, old, new)
         store.forget(session.key, old)
         return session.ok(cmd, out, "RENAME completed")
     return await guarded(session, cmd, out, work)
+
+
+async def _rename_inbox(session: ImapSession, new: str) -> None:
+    """RENAME INBOX: its messages move to a new folder and INBOX stays, empty (RFC 3501 §6.3.5)."""
+    store = session.host.store
+    await store.run(store.user(session.key).create, new)
+    inbox = await store.open(session.key, "INBOX")
+    try:
+        dest = await store.open(session.key, new)
+        try:
+            await inbox.copy_to(dest, list(inbox.uids), move=True, origin=session.id)
+        finally:
+            store.release(dest, session.key)
+    finally:
+        store.release(inbox, session.key)
 
 
 async def subscribe(session: ImapSession, cmd: c.Subscribe | c.Unsubscribe, out: Out) -> Outcome:

@@ -118,6 +118,15 @@ def test_rename_and_delete(srv):
     assert m.delete("INBOX")[0] == "NO"
 
 
+def test_rename_inbox_moves_its_messages_and_leaves_it_empty(srv):
+    deliver(srv)
+    deliver(srv)
+    m = client(srv)
+    assert m.rename("INBOX", "Old-mail")[0] == "OK"
+    assert m.select("INBOX") == ("OK", [b"0"])
+    assert m.select("Old-mail") == ("OK", [b"2"])
+
+
 @pytest.mark.parametrize("name", ["../bob", "..", "~bob", "/etc", "#users.bob", "#shared", "a..b", "Trash/../..",
                                   "&Jjo", "INBOX/../../bob@localhost"])
 def test_path_tricks_in_mailbox_names_get_no(srv, name):
