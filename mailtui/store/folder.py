@@ -197,6 +197,11 @@ class Folder:
             return
         self._poke_task = asyncio.ensure_future(self._poked())
 
+    def stop(self) -> None:
+        """Cancel a pending delivery look (shutdown)."""
+        if self._poke_task is not None and not self._poke_task.done():
+            self._poke_task.cancel()
+
     async def _poked(self) -> None:
         while True:
             await asyncio.sleep(POKE_DELAY)     # a burst of deliveries becomes one look

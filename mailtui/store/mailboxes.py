@@ -256,6 +256,11 @@ class MailStore:
             folder = self._folders.pop(slot)
             folder.gone = True          # sessions that still hold it find it gone at their next look
 
+    def close(self) -> None:
+        """Shutdown: no more delivery looks."""
+        for folder in self._folders.values():
+            folder.stop()
+
     def poke(self, key: str) -> None:
         """New mail was delivered to ``key``'s INBOX: wake whoever watches it."""
         folder = self._folders.get((key, "INBOX"))

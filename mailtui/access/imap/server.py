@@ -173,6 +173,7 @@ class ImapServer:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=5)
+        self.store.close()
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, DeliveredLocal):
