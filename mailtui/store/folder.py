@@ -158,10 +158,27 @@ class Folder:
         raise FileNotFoundError(f"message {uid} is gone")
 
     async def read_many(self, uids: Sequence[int], header_only: bool = False) -> dict[int, bytes | None]:
-        """Several messages in one executor call; None for those that are gone."""
+        """Several messages: from the page cache directly, the rest in one executor call.
+
+        None for messages that are gone.
+        """
         loop = asyncio.get_running_loop()
-        paths = [(uid, self.file_at(i)) for uid in uids if (i := self.index_of(uid)) is not None]
-        found = await loop.run_in_executor(None, mailfiles.read_files, paths, header_only)
+        found: dict[int, bytes | None] = {}
+        paths = []
+        budget = mailfiles.INLINE_LIMIT
+        for uid in uids:
+            i = self.index_of(uid)
+            if i is None:
+                continue
+            path, size = self.file_at(i), self.sizes[i]
+            data = mailfiles.read_cached(path, size) if not header_only and size <= budget else None
+            if data is None:
+                paths.append((uid, path))
+            else:
+                found[uid] = data
+                budget -= size
+        if paths:
+            found.update(await loop.run_in_executor(None, mailfiles.read_files, paths, header_only))
         for uid, data in list(found.items()):
             if data is None and self.index_of(uid) is not None:     # renamed meanwhile: once more
                 try:

@@ -161,3 +161,12 @@ async def test_recreated_folder_gets_a_larger_uidvalidity(store):
     user.create("Box")
     second = await store.open(KEY, "Box")
     assert second.uidvalidity > first.uidvalidity
+
+
+def test_reads_from_the_page_cache_never_wait(tmp_path):
+    from mailtui.store.mailfiles import read_cached
+    path = tmp_path / "m"
+    path.write_bytes(b"x" * 5000)
+    assert read_cached(str(path), 5000) in (b"x" * 5000, None)     # None where RWF_NOWAIT is missing
+    assert read_cached(str(path), 4000) is None                     # the file is not the size we think
+    assert read_cached(str(tmp_path / "gone"), 10) is None

@@ -55,6 +55,19 @@ _LOGIN = re.compile(rb"[^ ]+ +LOGIN ", re.IGNORECASE)
 _ids = itertools.count(1)
 
 
+_PLAIN = Outcome()
+
+
+def _pipelined(reader: asyncio.StreamReader) -> bool:
+    """Whether the client has already sent another whole line (mbsync sends hundreds).
+
+    StreamReader has no public look at its buffer (see ``wire.discard_buffered``);
+    without one we simply drain after every command.
+    """
+    buffer = getattr(reader, "_buffer", None)
+    return isinstance(buffer, bytearray) and b"\n" in buffer
+
+
 class _Timeout(Exception):
     """The client sent nothing for ``idle_timeout`` seconds."""
 
@@ -95,7 +108,17 @@ class _Out:
             self._pending.clear()
             self._size = 0
 
+    def backlog(self) -> int:
+        """Octets gathered or in the transport's buffer, not yet sent."""
+        return self._size + self.writer.transport.get_write_buffer_size()
+
     async def drain(self) -> None:
+        """Back-pressure for long answers: wait only once enough has piled up."""
+        if self.backlog() >= self.FLUSH_AT:
+            await self.push()
+
+    async def push(self) -> None:
+        """Send everything now and wait until the transport has taken it (the client must see it)."""
         self.flush()
         try:
             async with asyncio.timeout(self.timeout):
@@ -197,7 +220,7 @@ class ImapServer:
             if refusal:
                 result = refusal
                 out.write(status_line("*", "BYE", refusal))
-                await out.drain()
+                await out.push()
             else:
                 result = await self._converse(session, reader, writer, out)
         except _Timeout:
@@ -251,23 +274,24 @@ class ImapServer:
     async def _converse(self, session: ImapSession, reader: asyncio.StreamReader,
                         writer: asyncio.StreamWriter, out: _Out) -> str:
         out.write(session.greeting())
-        await out.drain()
+        await out.push()
         while True:
             outcome = await self._one_command(session, reader, out)
             if outcome is None:
                 return session.result or "dropped"
-            await out.drain()
+            if not (outcome == _PLAIN and _pipelined(reader) and out.backlog() < _Out.FLUSH_AT):
+                await out.push()               # else: answer the pipelined commands in one write
             if outcome.sasl:
                 line = await self._read_line(reader, SASL_LINE)
                 if line is None:
                     return "dropped"
                 outcome = await session.sasl_line(line, out)
-                await out.drain()
+                await out.push()
             if outcome.starttls and not await self._start_tls(session, reader, writer):
                 return "tls handshake failed"
             if outcome.idle:
                 outcome = await self._idle(session, reader, out)
-                await out.drain()
+                await out.push()
             if outcome.close:
                 return session.result or "closed"
 
@@ -293,7 +317,7 @@ class ImapServer:
                 return self._refused_literal(session, LiteralRefused("Not logged in", assembler.tag, info), line, out)
             if info.synchronising:
                 out.write(b"+ Ready for literal data\r\n")
-                await out.drain()
+                await out.push()
             assembler.feed_literal(await self._read_exactly(reader, info.size))
             line = await self._read_line(reader, limits.max_line)
         try:
@@ -358,7 +382,7 @@ class ImapServer:
                 if not done:
                     raise _Timeout
                 await dispatch.idle_update(session, out)
-                await out.drain()
+                await out.push()
         finally:
             if not reading.done():
                 reading.cancel()

@@ -49,7 +49,8 @@ class Out(Protocol):
 
     def write(self, data: bytes) -> None: ...
 
-    async def drain(self) -> None: ...
+    async def drain(self) -> None:
+        """Let the writing catch up if much is pending (long answers); may return at once."""
 
 
 class Host(Protocol):

@@ -350,3 +350,16 @@ def test_pop3_and_imap_read_the_same_inbox(srv):
         pop.quit()
         assert c.cmd("n", "NOOP") == b"* 1 EXPUNGE\r\nn OK NOOP completed\r\n"
         assert c.cmd("f", "UID FETCH 1:* (UID)") == b"* 1 FETCH (UID 2)\r\nf OK FETCH completed\r\n"
+
+
+def test_pipelined_commands_are_all_answered_in_order(srv):
+    for i in range(20):
+        deliver(srv, MSG + b"%d\r\n" % i)
+    with Raw(srv.imap_port) as c:
+        c.login(ALICE, PASSWORD)
+        c.cmd("s", "SELECT INBOX")
+        c.send(b"".join(b"p%d UID FETCH %d (BODY.PEEK[])\r\n" % (n, n % 20 + 1) for n in range(300)))
+        reply = c.until(b"p299")
+    tags = [line.split()[0] for line in reply.split(b"\r\n") if line.startswith(b"p")]
+    assert tags == [b"p%d" % n for n in range(300)]
+    assert reply.count(b"Hi Alice") == 300
