@@ -101,7 +101,10 @@ class Folder:
         return i if i < len(self.uids) and self.uids[i] == uid else None
 
     def flags_at(self, i: int) -> tuple[str, ...]:
-        info = self.infos[i]
+        return self.flags_of_info(self.infos[i])
+
+    def flags_of_info(self, info: str) -> tuple[str, ...]:
+        """IMAP flags of a Maildir info string (cached: a folder has few distinct ones)."""
         flags = self._flag_cache.get(info)
         if flags is None:
             flags = self._flag_cache[info] = flags_of(info, self.keywords)

@@ -64,19 +64,28 @@ class Selection:
         i = bisect.bisect_left(self.uids, uid)
         return i + 1 if i < len(self.uids) and self.uids[i] == uid else None
 
-    def resolve(self, sequence: SequenceSet, uid: bool) -> Iterator[tuple[int, int]]:
-        """(message number, UID) pairs a set names, in order; BadSequence for numbers beyond EXISTS."""
+    def spans(self, sequence: SequenceSet, uid: bool) -> list[tuple[int, int]]:
+        """Half-open ``[low, high)`` index ranges of the view a set names, in order.
+
+        BadSequence for message numbers beyond EXISTS (RFC 3501: BAD); UIDs
+        that are not there are simply not named.
+        """
         uids = self.uids
         if uid:
             if not uids:
-                return iter(())
-            ranges = sequence.ranges(uids[-1])
-            return ((i + 1, uids[i]) for low, high in ranges
-                    for i in range(bisect.bisect_left(uids, low), bisect.bisect_right(uids, high)))
+                return []
+            spans = [(bisect.bisect_left(uids, low), bisect.bisect_right(uids, high))
+                     for low, high in sequence.ranges(uids[-1])]
+            return [(low, high) for low, high in spans if low < high]
         ranges = sequence.ranges(len(uids))
         if not uids or ranges[-1][1] > len(uids):
             raise BadSequence("Invalid message sequence number")
-        return ((n, uids[n - 1]) for low, high in ranges for n in range(low, high + 1))
+        return [(low - 1, high) for low, high in ranges]
+
+    def resolve(self, sequence: SequenceSet, uid: bool) -> Iterator[tuple[int, int]]:
+        """(message number, UID) pairs a set names, in order; see :meth:`spans`."""
+        uids = self.uids
+        return ((i + 1, uids[i]) for low, high in self.spans(sequence, uid) for i in range(low, high))
 
     def flags(self, uid: int) -> bytes | None:
         """The FLAGS value for a message (with \\Recent), or None if it is gone from the folder."""

@@ -363,3 +363,20 @@ def test_pipelined_commands_are_all_answered_in_order(srv):
     tags = [line.split()[0] for line in reply.split(b"\r\n") if line.startswith(b"p")]
     assert tags == [b"p%d" % n for n in range(300)]
     assert reply.count(b"Hi Alice") == 300
+
+
+def test_the_uid_flags_fast_lane_answers_as_the_general_path(srv):
+    import re
+    for i in range(6):
+        deliver(srv, MSG + b"%d\r\n" % i)
+    with Raw(srv.imap_port) as c:
+        c.login(ALICE, PASSWORD)
+        c.cmd("s", "SELECT INBOX")
+        c.cmd("a", "STORE 2,4 +FLAGS.SILENT (\\Seen $Work)")
+        c.cmd("b", "STORE 5 +FLAGS.SILENT (\\Flagged)")
+        for sequence in ("1:*", "2:3,5", "4:*", "9:12"):
+            fast = c.cmd("f", f"UID FETCH {sequence} (UID FLAGS)")
+            general = c.cmd("g", f"UID FETCH {sequence} (FLAGS UID)")
+            swapped = re.sub(rb"FLAGS (\([^)]*\)) UID (\d+)", rb"UID \2 FLAGS \1", general)
+            assert fast.replace(b"f OK", b"g OK") == swapped, sequence
+        assert b"* 5 FETCH (UID 5 FLAGS (\\Flagged \\Recent))" in c.cmd("h", "FETCH 1:* (UID FLAGS)")
