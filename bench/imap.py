@@ -5,7 +5,7 @@
 
 * ``imap-open``: ``SELECT INBOX`` + ``UID FETCH 1:* (UID FLAGS)`` (login not
   timed) on a 50,000-message INBOX, the *second* open (the first builds UIDs and
-  indexes on both servers); median of 5 opens; mailtui's RSS after them
+  indexes on both servers); median of 9 opens, alternating between the two; mailtui's RSS after them
   minus its RSS idle before any IMAP. Targets: ≤ 1.5× Dovecot's time,
   ≤ 50 MiB over idle.
 * ``imap-mbsync``: mbsync pulling 10,000 messages of 4 KiB into an empty
@@ -138,23 +138,26 @@ def start_mailtui(workdir: Path, registry_state: Path, prefill: int = 0, size: i
 
 
 def load_open(base: Path, registry_state: Path, messages: int, opens: int) -> dict:
+    """Both servers up on the same messages; second opens alternate between them (noise hits both)."""
     from targets import MAILBOX, PASSWORD
     target = start_mailtui(base / "open-mailtui", registry_state, messages)
+    dovecot = None
     try:
         idle_kib = target.rss_kib()
         first, seen = open_inbox(target.imap_port, MAILBOX, PASSWORD)
         assert seen == messages, f"mailtui returned {seen} FETCH lines, expected {messages}"
-        ours = [open_inbox(target.imap_port, MAILBOX, PASSWORD)[0] for _ in range(opens)]
-        rss_kib = target.rss_kib()
         dovecot = Dovecot(base / "open-dovecot", target.maildir)
-    finally:
-        target.stop()
-    try:
         d_first, d_seen = open_inbox(dovecot.port, dovecot.user, dovecot.password)
         assert d_seen == messages, f"Dovecot returned {d_seen} FETCH lines"
-        theirs = [open_inbox(dovecot.port, dovecot.user, dovecot.password)[0] for _ in range(opens)]
+        ours, theirs = [], []
+        for _ in range(opens):
+            ours.append(open_inbox(target.imap_port, MAILBOX, PASSWORD)[0])
+            theirs.append(open_inbox(dovecot.port, dovecot.user, dovecot.password)[0])
+        rss_kib = target.rss_kib()
     finally:
-        dovecot.stop()
+        target.stop()
+        if dovecot is not None:
+            dovecot.stop()
     return {"ours_first": first, "ours": statistics.median(ours), "theirs_first": d_first,
             "theirs": statistics.median(theirs), "rss_over_idle_mib": (rss_kib - idle_kib) / 1024,
             "rss_mib": rss_kib / 1024}
@@ -297,7 +300,7 @@ def run(args: argparse.Namespace, base: Path) -> dict:
     results: dict = {}
     keys = set(args.imap_only.split(",")) if args.imap_only else {"open", "mbsync", "idle"}
     if "open" in keys:
-        results["open"] = load_open(base, registry, args.open_messages, 5) | {"messages": args.open_messages}
+        results["open"] = load_open(base, registry, args.open_messages, 9) | {"messages": args.open_messages}
         log(f"imap-open: {results['open']}")
     if "mbsync" in keys:
         results["mbsync"] = load_mbsync(base, registry, args.mbsync_messages, args.rounds) | {
