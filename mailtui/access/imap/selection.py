@@ -122,10 +122,9 @@ class Selection:
                 out.write(b"* %d FETCH (UID %d FLAGS (%s))\r\n" % (seq, uid, flags))
 
     def _send_expunges(self, out: Out) -> None:
-        doomed = sorted((self.seq_of(uid) for uid in self.pending_expunge), reverse=True)
-        for seq in doomed:
-            if seq is not None:
-                out.write(b"* %d EXPUNGE\r\n" % seq)   # highest first: lower numbers stay valid
+        numbers = (self.seq_of(uid) for uid in self.pending_expunge)
+        for seq in sorted((n for n in numbers if n is not None), reverse=True):
+            out.write(b"* %d EXPUNGE\r\n" % seq)       # highest first: lower numbers stay valid
         gone = self.pending_expunge
         self.uids = array("I", (uid for uid in self.uids if uid not in gone))
         self.recent -= gone
