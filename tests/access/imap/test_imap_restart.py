@@ -8,7 +8,7 @@ import smtplib
 import time
 
 from imap_raw import Raw
-from test_cli import mailtui, write_config
+from harness import mailtui, write_config
 from test_crash import free_port, start_serve, wait_port
 
 ALICE = "alice@localhost"
