@@ -85,6 +85,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, help="rounds per load, medians reported (default 3; --quick 1)")
     p.add_argument("--history", type=int, default=50_000, help="messages of history for the *-hist loads")
     p.add_argument("--rss-messages", type=int, help="messages for the RSS check (default 100,000; --quick 10,000)")
+    p.add_argument("--imap", action="store_true", help="also the IMAP rows, beside Dovecot (bench/imap.py)")
     p.add_argument("--only", metavar="KEYS", help="comma-separated load keys (see --list), plus 'rss'")
     p.add_argument("--list", action="store_true", help="list the loads and exit")
     p.add_argument("--auth", action="store_true", help="only the sender-authentication loads (bench/authloads.py: "
@@ -104,6 +105,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--live-code", action="store_true",
                    help="run mailtui from the work tree itself; by default the run uses a copy of mailtui/ taken "
                         "at its start, so edits made during a run do not change the code measured")
+    import imap
+    imap.add_arguments(p)
     args = p.parse_args(argv)
     args.messages = args.messages or (1000 if args.quick else 5000)
     args.rounds = args.rounds or (1 if args.quick else 3)
@@ -451,6 +454,7 @@ def main(argv=None) -> int:
     bench = Bench(args, base)
     load_start = os.getloadavg()
     rss = None
+    imap_results = None
     try:
         bench.setup()
         if not args.profile_only:
@@ -459,6 +463,9 @@ def main(argv=None) -> int:
                 bench.run_load(load, targets)
             if only is None or "rss" in only:
                 rss = bench.run_rss()
+            if args.imap:
+                import imap
+                imap_results = imap.run(args, base)
         if args.profile:
             bench.run_profiles(Path(args.profile).resolve())
     except KeyboardInterrupt:
@@ -482,6 +489,9 @@ def main(argv=None) -> int:
             console.print(f"  {note}", style="dim", markup=False)
         console.print(f"  Load average (1 min) at start {load_start[0]:.2f}, at end {os.getloadavg()[0]:.2f}.",
                       style="dim")
+        if imap_results:
+            import imap
+            imap.print_table(imap_results)
     failed = [f"{k[0]}/{k[1]}" for k, v in bench.samples.items() if any(s.error for s in v)]
     if failed:
         console.print(f"errors in: {', '.join(failed)}", style="red")

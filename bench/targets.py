@@ -80,6 +80,7 @@ class MailtuiTarget:
         self.loop = loop
         self.smtp_port = free_port()
         self.pop3_port = free_port()
+        self.imap_port = free_port()
         self.proc: subprocess.Popen | None = None
         self._pty_master: int | None = None
         self._out = None
@@ -88,7 +89,8 @@ class MailtuiTarget:
         text = (f'[server]\nhostname = "mail.bench.test"\ndata_dir = "{self.data_dir}"\n'
                 f'local_domains = ["localhost"]\n'
                 f'[smtp]\nlisten = ["127.0.0.1:{self.smtp_port}"]\n'
-                f'[pop3]\nlisten = ["127.0.0.1:{self.pop3_port}"]\n')
+                f'[pop3]\nlisten = ["127.0.0.1:{self.pop3_port}"]\n'
+                f'[imap]\nlisten = ["127.0.0.1:{self.imap_port}"]\nmax_connections_per_user = 100\n')
         if dns_port:
             text += f'[dns]\nnameservers = ["127.0.0.1:{dns_port}"]\ntimeout = 2.0\n'
         if sink_port:

@@ -100,8 +100,20 @@ class SmtpConfig:
 @dataclass(frozen=True)
 class Pop3Config:
     listen: tuple[Endpoint, ...] = (Endpoint("127.0.0.1", 1100),)
+    tls_listen: tuple[Endpoint, ...] = ()
     idle_timeout: float = 600.0
     max_connections: int = 100
+    auth_failure_delay: float = 1.0
+
+
+@dataclass(frozen=True)
+class ImapConfig:
+    listen: tuple[Endpoint, ...] = (Endpoint("127.0.0.1", 1143),)
+    tls_listen: tuple[Endpoint, ...] = ()
+    idle_timeout: float = 1800.0          # RFC 3501 §5.4: at least 30 minutes
+    max_connections: int = 500
+    max_connections_per_ip: int = 50
+    max_connections_per_user: int = 20
     auth_failure_delay: float = 1.0
 
 
@@ -191,6 +203,7 @@ class Config:
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     pop3: Pop3Config = field(default_factory=Pop3Config)
     submission: SubmissionConfig = field(default_factory=SubmissionConfig)
+    imap: ImapConfig = field(default_factory=ImapConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
@@ -211,9 +224,10 @@ class Config:
 
 
 _SECTION_CLASSES = {
-    "server": ServerConfig, "smtp": SmtpConfig, "pop3": Pop3Config, "submission": SubmissionConfig,
-    "tls": TlsConfig, "dns": DnsConfig, "delivery": DeliveryConfig, "policy": PolicyConfig, "dkim": DkimConfig,
-    "auth": AuthConfig, "mta_sts": MtaStsConfig, "logs": LogsConfig, "metrics": MetricsConfig,
+    "server": ServerConfig, "smtp": SmtpConfig, "pop3": Pop3Config, "imap": ImapConfig,
+    "submission": SubmissionConfig, "tls": TlsConfig, "dns": DnsConfig, "delivery": DeliveryConfig,
+    "policy": PolicyConfig, "dkim": DkimConfig, "auth": AuthConfig, "mta_sts": MtaStsConfig, "logs": LogsConfig,
+    "metrics": MetricsConfig,
 }
 
 

@@ -86,3 +86,19 @@ def is_loopback(ip: str) -> bool:
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
         addr = addr.ipv4_mapped
     return addr.is_loopback
+
+
+def discard_buffered(reader: object) -> int:
+    """Drop plaintext a client pipelined after STARTTLS/STLS (CVE-2011-0411 class).
+
+    Anything sent before the TLS handshake was not protected by it and must not
+    be executed as if it had been. asyncio's StreamReader has no public API for
+    this; its buffer is a bytearray. Call it with no ``await`` between it and
+    ``start_tls`` pausing the plaintext transport, so no byte slips in between.
+    """
+    buffer = getattr(reader, "_buffer", None)
+    if isinstance(buffer, bytearray):
+        dropped = len(buffer)
+        buffer.clear()
+        return dropped
+    return 0

@@ -32,6 +32,7 @@ def make_config(data_dir: Path, **sections: dict[str, Any]) -> Config:
                    "local_domains": ["localhost", "example.test"]},
         "smtp": {"listen": ["127.0.0.1:0"], "auth_failure_delay": 0.05},
         "pop3": {"listen": ["127.0.0.1:0"], "auth_failure_delay": 0.05},
+        "imap": {"listen": ["127.0.0.1:0"], "auth_failure_delay": 0.05},
         "dns": {"nameservers": ["127.0.0.1:1"], "timeout": 1.0},
         "delivery": {"retry_intervals": [0.3], "max_attempts": 3, "connect_timeout": 2.0,
                      "command_timeout": 5.0},
@@ -63,7 +64,8 @@ def write_config(path: Path, data_dir: Path, extra: str = "") -> Path:
     """A config file for the CLI on free loopback ports; ``extra`` is appended TOML."""
     path.write_text(f'[server]\nhostname = "mail.test"\ndata_dir = "{data_dir}"\n'
                     f'local_domains = ["localhost", "example.test"]\n'
-                    f'[smtp]\nlisten = ["127.0.0.1:0"]\n[pop3]\nlisten = ["127.0.0.1:0"]\n{extra}')
+                    f'[smtp]\nlisten = ["127.0.0.1:0"]\n[pop3]\nlisten = ["127.0.0.1:0"]\n'
+                    f'[imap]\nlisten = ["127.0.0.1:0"]\n{extra}')
     return path
 
 
@@ -117,6 +119,10 @@ class RunningServer:
     def submissions_port(self) -> int:
         """The implicit-TLS submission listener (465-style)."""
         return self.core.port("submissions")
+
+    @property
+    def imap_port(self) -> int:
+        return self.core.port("imap")
 
     @property
     def data_dir(self) -> Path:

@@ -58,6 +58,7 @@ class Serve:
         self.config.write_text(
             f'[server]\nhostname = "mail.test"\ndata_dir = "{self.data}"\nlocal_domains = ["localhost"]\n'
             f'[smtp]\nlisten = ["127.0.0.1:{self.port}"]\n[pop3]\nlisten = ["127.0.0.1:0"]\n'
+            f'[imap]\nlisten = ["127.0.0.1:0"]\n'
             f'[logs]\nflush_interval = 0.1\n{extra}')
         self.proc: subprocess.Popen | None = None
 

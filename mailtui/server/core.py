@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
+from ..access.imap.server import ImapServer
 from ..access.pop3 import Pop3Server
 from ..addresses import AddressError, parse_address
 from ..admin.attach import AttachHub
@@ -40,6 +41,7 @@ from ..receive.submission import SubmissionRules
 from ..send.attempt import TransferAgent
 from ..send.scheduler import Scheduler
 from ..store.db import Store
+from ..store.mailboxes import MailStore
 from ..store.maildir import Maildirs
 from ..store.queue import Queue
 from ..store.safeio import DirSyncer
@@ -51,6 +53,24 @@ from .stats import ServerStats
 from .tls import server_context
 
 log = logging.getLogger(__name__)
+
+
+def pin_mmap_threshold() -> None:
+    """Keep glibc from holding freed 16 MiB blocks in every executor thread's heap.
+
+    Each password check (scrypt, 16 MiB) runs in an executor thread. After the
+    first such block is freed, glibc raises its mmap threshold, so the next
+    ones come from that thread's arena and stay resident: with six threads,
+    ~70 MiB of RSS that never shrinks (measured: a 10,000-message IMAP open
+    went from +68 MiB over idle to -10 MiB). A fixed threshold keeps big
+    blocks mmap'd and returned on free.
+    """
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 128 * 1024)       # M_MMAP_THRESHOLD; fixing it disables the dynamic one
+    except (OSError, AttributeError):      # not glibc: nothing to do
+        pass
 
 
 class AlreadyRunning(Exception):
@@ -146,6 +166,7 @@ class Core:
 
     async def start(self) -> None:
         cfg = self.config
+        pin_mmap_threshold()
         if not self._lock.acquire():
             pid = self._lock.holder()
             raise AlreadyRunning(f"another mailtui server owns this data directory"
@@ -158,7 +179,7 @@ class Core:
 
     async def _start(self) -> None:
         cfg = self.config
-        self.store, self.registry, self.maildirs, self.queue, _ = open_state(cfg, self.bus, self._notice)
+        self.store, self.registry, self.maildirs, self.queue, syncer = open_state(cfg, self.bus, self._notice)
         self.maildirs.ensure(cfg.postmaster_mailbox)
         self.tls_context = server_context(cfg)
         self.policy = Policy(cfg, self.registry)
@@ -185,6 +206,10 @@ class Core:
         self.pop3 = Pop3Server(config=cfg.pop3, hostname=cfg.server.hostname, registry=self.registry,
                                maildirs=self.maildirs, bus=self.bus, tls_context=self.tls_context,
                                store=self.store, logins=self.logins)
+        self.mail = MailStore(self.maildirs, syncer=syncer)   # IMAP folders (POP3 will share them)
+        self.imap = ImapServer(config=cfg.imap, hostname=cfg.server.hostname, registry=self.registry,
+                               store=self.mail, bus=self.bus, tls_context=self.tls_context,
+                               max_message_size=cfg.smtp.max_message_size, logins=self.logins, db=self.store)
         for ep in cfg.smtp.listen:
             await self._bind("smtp", ep, lambda h, p: listen(self.smtp, h, p))
         for ep in cfg.submission.listen:
@@ -194,6 +219,13 @@ class Core:
         for ep in cfg.pop3.listen:
             await self._bind("pop3", ep, lambda h, p: asyncio.start_server(self.pop3.handle, h, p,
                                                                            reuse_address=True))
+        for ep in cfg.pop3.tls_listen:
+            await self._bind("pop3s", ep, self._tls_server(self.pop3.handle))
+        for ep in cfg.imap.listen:
+            await self._bind("imap", ep, lambda h, p: asyncio.start_server(self.imap.handle, h, p,
+                                                                           reuse_address=True))
+        for ep in cfg.imap.tls_listen:
+            await self._bind("imaps", ep, self._tls_server(self.imap.handle_tls))
         if cfg.metrics.listen:
             self.metrics = Metrics(self.stats, queue_size=lambda: len(self.queue))
             self.bus.add_listener(self.metrics.observe)
@@ -225,6 +257,13 @@ class Core:
             self._notice(f"DKIM key: {exc}; relayed mail of that domain is refused (451) until it is fixed",
                          "error")
         return signer
+
+    def _tls_server(self, handler):
+        """A listener factory for implicit TLS (RFC 8314: IMAP 993, POP3 995)."""
+        def start(host: str, port: int):
+            return asyncio.start_server(handler, host, port, ssl=self.tls_context, reuse_address=True,
+                                        ssl_handshake_timeout=30.0)
+        return start
 
     async def _bind(self, proto: str, ep, start) -> None:
         listener = Listener(proto, str(ep))
@@ -295,6 +334,8 @@ class Core:
                     session.transport.close()
         if hasattr(self, "pop3"):
             await self.pop3.close_all()
+        if hasattr(self, "imap"):
+            await self.imap.close_all()
         for listener in self.listeners:
             if listener.server is not None:
                 try:

@@ -29,6 +29,24 @@ class MaildirError(ValueError):
     pass
 
 
+_counter = itertools.count(1)
+_HOST = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
+
+
+def unique_name(size: int) -> str:
+    """A new Maildir base name (``time.MusecPpidQn.host,S=size``), unique in this process."""
+    now = time.time()
+    sec = int(now)
+    usec = int((now - sec) * 1_000_000)
+    return f"{sec}.M{usec}P{os.getpid()}Q{next(_counter)}.{_HOST},S={size}"
+
+
+def name_facts(name: str) -> tuple[float, int] | None:
+    """(arrival time, size) from a name :func:`unique_name` made, or None (then: stat the file)."""
+    ours = _OUR_NAME.match(name)
+    return (int(ours[1]) + int(ours[2]) / 1e6, int(ours[3])) if ours else None
+
+
 @dataclass(frozen=True, slots=True)
 class StoredMessage:
     """One message in a Maildir, as POP3 sees it."""
@@ -42,8 +60,6 @@ class Maildirs:
     def __init__(self, root: Path, *, syncer: DirSyncer | None = None):
         self.root = Path(root)
         self._syncer = syncer or DirSyncer()
-        self._counter = itertools.count(1)
-        self._host = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
         self._known: set[Path] = set()
 
     def path_for(self, key: str) -> Path:
@@ -62,14 +78,8 @@ class Maildirs:
             self._known.add(path)
         return path
 
-    def _unique_name(self, size: int) -> str:
-        now = time.time()
-        sec = int(now)
-        usec = int((now - sec) * 1_000_000)
-        return f"{sec}.M{usec}P{os.getpid()}Q{next(self._counter)}.{self._host},S={size}"
-
     def _write_tmp(self, box: Path, data: bytes) -> tuple[Path, Path]:
-        name = self._unique_name(len(data))
+        name = unique_name(len(data))
         tmp = box / "tmp" / name
         write_file(tmp, data)
         final = box / "new" / name
@@ -107,9 +117,9 @@ class Maildirs:
                 if entry.name.startswith("."):
                     continue
                 name = entry.name.split(":", 1)[0]
-                ours = _OUR_NAME.match(name)
-                if ours:  # time and size are in the name: no stat (50,000 stats take a second)
-                    when, size = int(ours[1]) + int(ours[2]) / 1e6, int(ours[3])
+                facts = name_facts(name)
+                if facts:  # time and size are in the name: no stat (50,000 stats take a second)
+                    when, size = facts
                 else:
                     try:
                         st = entry.stat()

@@ -122,7 +122,7 @@ def test_mailtui_dns_srv_records_follow_the_submission_ports():
 
 
 def test_no_submission_listener_unless_configured(server):
-    assert {li.proto for li in server.core.listeners} == {"smtp", "pop3"}
+    assert {li.proto for li in server.core.listeners} == {"smtp", "pop3", "imap"}
 
 
 # -- both ports over smtplib --------------------------------------------------------------
@@ -263,7 +263,7 @@ def test_submission_sessions_are_counted_apart_from_port_25(tmp_path):
 def test_config_with_only_implicit_tls_binds_only_that(tmp_path):
     srv = start_server(tmp_path, submission={"listen": [], "tls_listen": ["127.0.0.1:0"]})
     try:
-        assert sorted(li.proto for li in srv.core.listeners) == ["pop3", "smtp", "submissions"]
+        assert sorted(li.proto for li in srv.core.listeners) == ["imap", "pop3", "smtp", "submissions"]
         with Dialog(srv.submissions_port, tls=tls_context()) as c:
             assert c.greeting.startswith(b"220 mail.test ESMTP")
     finally:

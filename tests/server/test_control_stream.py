@@ -107,7 +107,7 @@ def test_the_snapshot_holds_what_a_console_shows(server):
     assert snap["queue"] == {"size": 0, "items": []}
     status = snap["status"]
     assert status["pid"] == os.getpid() and status["totals"]["accepted"] == 1 and status["totals"]["refused"] == 1
-    assert {li["proto"] for li in status["listeners"] if li["ok"]} == {"smtp", "pop3"}
+    assert {li["proto"] for li in status["listeners"] if li["ok"]} == {"smtp", "pop3", "imap"}
 
 
 def test_events_follow_the_snapshot_to_every_console(server):

@@ -29,7 +29,7 @@ from ...events import (
 )
 from ...store.db import Store
 from ...store.maildir import Maildirs, StoredMessage
-from ...wire import peer_of
+from ...wire import discard_buffered, peer_of
 from .bodies import CRLF
 from .session import Pop3Reply, Pop3Session
 
@@ -46,22 +46,6 @@ class _IdleTimeout(Exception):
 
 class _StalledWriter(Exception):
     """The client stopped reading what we send."""
-
-
-def discard_buffered(reader: asyncio.StreamReader) -> int:
-    """Drop plaintext a client pipelined after STLS (CVE-2011-0411 class).
-
-    Anything sent before the TLS handshake was not protected by it and must not
-    be executed as if it had been. StreamReader has no public API for this; its
-    buffer is a bytearray. Must run with no ``await`` before ``start_tls``
-    pauses the plaintext transport, so that no byte slips in between.
-    """
-    buffer = getattr(reader, "_buffer", None)
-    if isinstance(buffer, bytearray):
-        dropped = len(buffer)
-        buffer.clear()
-        return dropped
-    return 0
 
 
 class Pop3Server:

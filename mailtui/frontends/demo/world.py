@@ -287,6 +287,7 @@ class DemoWorld:
             "server": {"hostname": "mail.demo.test", "data_dir": str(self.data_dir), "local_domains": [DOMAIN]},
             "smtp": {"listen": [f"127.0.0.1:{self.smtp_port}"], "auth_failure_delay": 0.2},
             "pop3": {"listen": [f"127.0.0.1:{self.pop3_port}"], "auth_failure_delay": 0.2},
+            "imap": {"listen": ["127.0.0.1:0"], "auth_failure_delay": 0.2},
             "dns": {"nameservers": [f"127.0.0.1:{self.dns.port}"], "timeout": 2.0},
             "delivery": {"remote_port": self.remote_port, "retry_intervals": [10, 20, 30], "max_attempts": 3,
                          "connect_timeout": 3.0, "command_timeout": 10.0},

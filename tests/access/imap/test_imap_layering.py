@@ -1,8 +1,9 @@
-"""The IMAP core stays pure and self-contained.
+"""The IMAP layers stay apart: parse (pure) → state (no sockets) → I/O.
 
-It must not import Textual, asyncio or sockets (the I/O layer owns those),
-nor anything of mailtui outside ``mailtui.access.imap`` (the rest of the
-package is being reorganised; this layer must not care).
+The parse layer must not import Textual, asyncio or sockets (the I/O layer
+owns those), nor anything of mailtui outside ``mailtui.access.imap``. The
+state layer (session, dispatch, command handlers) may use the store but
+never sockets or TLS; only ``server`` does.
 """
 
 from __future__ import annotations
@@ -16,8 +17,29 @@ from pathlib import Path
 from mailtui.access import imap
 
 PACKAGE_DIR = Path(imap.__file__).parent
-MODULES = sorted(m.name for m in pkgutil.iter_modules([str(PACKAGE_DIR)]))
+STATE = {"session", "dispatch", "mailboxcmds", "messagecmds", "selection", "listing"}
+IO = {"server"}
+MODULES = sorted(m.name for m in pkgutil.iter_modules([str(PACKAGE_DIR)]) if m.name not in STATE | IO)
 FORBIDDEN = ("textual", "asyncio", "socket", "ssl", "selectors")
+
+
+def imported_roots(name: str) -> set[str]:
+    tree = ast.parse((PACKAGE_DIR / f"{name}.py").read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 0:
+            found.add((node.module or "").split(".")[0])
+        elif isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+            found.add("." + node.module.split(".")[0])
+        elif isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+    return found
+
+
+def test_the_state_layer_touches_no_socket():
+    for name in STATE:
+        roots = imported_roots(name)
+        assert not roots & {"socket", "ssl", "selectors", "textual", ".server"}, (name, roots)
 
 
 def test_every_module_imports_only_the_standard_library_and_its_siblings():

@@ -19,8 +19,14 @@ def short_error(error: str) -> str:
 
 
 def listeners_text(listeners: Sequence[ListenerView], phase: str, problem: str = "", note: str = "") -> Text:
-    """``phase`` is starting, running, waiting, stopping, stopped or failed; ``note`` ends the line, dim."""
+    """``phase`` is starting, running, waiting, stopping, stopped or failed.
+
+    ``note`` (e.g. "attached to pid 123") comes first, dim: with many listeners
+    the line is cut at the right, and the note says whose listeners these are.
+    """
     text = Text.assemble((" mailtui ", "bold reverse"), " ")
+    if note and phase not in ("stopping", "stopped"):
+        text.append(f"{note} │ ", style="dim")
     if problem:
         text.append(f"✗ {problem}", style="bold red")
         return text
@@ -39,8 +45,6 @@ def listeners_text(listeners: Sequence[ListenerView], phase: str, problem: str =
             text.append(f"✗ {name} {listener.address}: {short_error(listener.error)}  ", style="bold red")
     if phase in ("stopping", "stopped"):
         text.append(f"({phase})", style="yellow")
-    elif note:
-        text.append(f"({note})", style="dim")
     text.rstrip()
     return text
 
