@@ -9,6 +9,7 @@ the Maildir.
 
 from __future__ import annotations
 
+import imaplib
 import smtplib
 import threading
 import time
@@ -23,7 +24,8 @@ from mailtui.mailauth.workers import INLINE_MAX
 
 pytestmark = pytest.mark.timeout(60)
 
-BOB = "bob@example.test"
+BOB = "bob@example.test"          # reads over POP3: has no Junk folder
+CAROL = "carol@example.test"      # uses IMAP: has one
 CHECK_TIMEOUT = 3.0
 
 
@@ -48,6 +50,7 @@ def start_mx(data_dir, world, dns_timeout: float = 1.0, **sections) -> RunningSe
                          dns={"nameservers": [str(world.endpoint)], "timeout": dns_timeout}, **sections)
     srv = RunningServer(config).start()
     srv.add_mailbox(BOB)
+    srv.add_mailbox(CAROL)
     srv.add_mailbox("alice@example.test")
     return srv
 
@@ -62,20 +65,20 @@ def mx(tmp_path_factory, world):
 
 
 def send(srv: RunningServer, raw: bytes, sender: str, *, ip: str = BAD_IP, helo: str = "client.test",
-         login: str = "") -> None:
+         login: str = "", rcpt: str = BOB) -> None:
     """One message over SMTP from ``ip``; raises what smtplib raises for a refusal."""
     with smtplib.SMTP("127.0.0.1", srv.smtp_port, local_hostname=helo, source_address=(ip, 0),
                       timeout=20) as client:
         if login:
             client.starttls(context=tls_context())
             client.login(login, PASSWORD)
-        client.sendmail(sender, [BOB], raw)
+        client.sendmail(sender, [rcpt], raw)
 
 
-def stored(srv: RunningServer, raw: bytes) -> bytes | None:
-    """Bob's copy of ``raw`` (found by its Message-ID), or None."""
+def stored(srv: RunningServer, raw: bytes, box: str = BOB) -> bytes | None:
+    """The INBOX copy of ``raw`` (found by its Message-ID), or None."""
     msg_id = message_from_bytes(raw)["Message-ID"].encode()
-    for path in srv.maildir_files(BOB):
+    for path in srv.maildir_files(box):
         data = path.read_bytes()
         if msg_id in data:
             return data
@@ -133,13 +136,26 @@ def test_a_large_signed_message_is_verified_in_a_thread_and_passes(mx, keys):
     assert "dkim=pass header.d=signed.test" in field and "dmarc=pass" in field
 
 
-def test_a_changed_signed_message_fails_dkim_and_quarantine_tags_it(mx, keys):
+def test_a_changed_signed_message_fails_dkim_and_quarantine_tags_it_in_inbox_without_junk(mx, keys):
     raw = signed(keys, "quarantine.test", sender="alice@quarantine.test").replace(b"bye", b"BYE")
     data = arrive(mx, raw, "alice@quarantine.test")
     field = results_of(data)
     assert "dkim=fail" in field and "header.d=quarantine.test" in field
     assert "dmarc=fail (p=quarantine dis=quarantine)" in field
     assert headers(data, "X-Mailtui-Quarantine") == ["dmarc=fail policy=quarantine header.from=quarantine.test"]
+
+
+def test_quarantine_files_in_junk_once_imap_made_it(mx, keys):
+    with imaplib.IMAP4("127.0.0.1", mx.imap_port, timeout=10) as imap:
+        imap.login(CAROL, PASSWORD)                       # the first login makes Sent, Drafts, Trash, Junk
+        raw = signed(keys, "quarantine.test", sender="alice@quarantine.test").replace(b"bye", b"BYE")
+        send(mx, raw, "alice@quarantine.test", rcpt=CAROL)
+        assert stored(mx, raw, CAROL) is None             # not in INBOX
+        assert imap.select("Junk")[1] == [b"1"]
+        _, data = imap.fetch("1", "(BODY.PEEK[HEADER.FIELDS (X-Mailtui-Quarantine Message-ID)])")
+        assert b"dmarc=fail policy=quarantine" in data[0][1]
+        assert message_from_bytes(raw)["Message-ID"].encode() in data[0][1]
+        imap.logout()
 
 
 def test_the_null_sender_is_checked_on_its_helo_name(mx):

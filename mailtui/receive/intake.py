@@ -5,6 +5,11 @@ its Maildir and every remote recipient is in the spool, all fsync'd. Only
 then may the SMTP session say 250. Any storage failure raises
 :class:`StorageError`, which the session turns into a 4xx.
 
+A message sender authentication quarantined goes to the mailbox's Junk
+folder when it has one - IMAP makes it at its owner's first login - and to
+INBOX otherwise, where a POP3 reader sees it (tagged X-Mailtui-Quarantine
+either way).
+
 The spool copy is DKIM-signed here, once, before it is written (the
 :class:`MessageSigner` decides whether the message is ours to sign): every
 delivery attempt sends the same signed bytes. Local copies are stored as
@@ -26,6 +31,7 @@ from typing import Protocol
 from ..events import DeliveredLocal, EventBus, Notice, Queued
 from ..store.db import Store
 from ..store.maildir import Maildirs
+from ..store.mailboxes import DELIMITER
 from ..store.queue import Queue, QueueItem, new_id
 
 log = logging.getLogger(__name__)
@@ -67,6 +73,7 @@ class MessageSigner(Protocol):
         """The DKIM-Signature field to put on top of ``message``, or b"" when it is not ours to sign."""
 
 
+JUNK = DELIMITER + "Junk"     # quarantined mail goes there if the mailbox has it (its owner uses IMAP)
 SIGNING_FAILED = "451 4.3.0 Local error in processing: cannot DKIM-sign the message"
 
 
@@ -84,8 +91,8 @@ class Intake:
         """Store ``data`` for every recipient durably; returns the message id."""
         msg_id = msg_id or new_id()
         try:
-            # Junk hook: with Maildir++ folders in store/, deliver to folder "Junk" when envelope.quarantine.
-            jobs = [self.maildirs.deliver(key, data) for key in envelope.local]
+            folder = JUNK if envelope.quarantine else ""
+            jobs = [self.maildirs.deliver(key, data, folder=folder) for key in envelope.local]
             if envelope.remote:
                 jobs.append(self._spool(envelope, data, msg_id))
             results = await asyncio.gather(*jobs, return_exceptions=True)
