@@ -6,7 +6,7 @@ resolver and within one deadline. The :class:`Verdict` says what to do:
 
 * ``reject`` - answer ``550 5.7.1`` at the end of DATA (``verdict.reply``);
 * ``quarantine`` - accept, marked with an ``X-Mailtui-Quarantine`` header
-  (the mailbox's Junk folder once IMAP exists);
+  (and the mailbox's Junk folder, if it has one);
 * ``accept`` - everything else: an SPF fail alone is only recorded, and a
   DNS that cannot answer (temperror) never costs a message.
 

@@ -12,7 +12,7 @@ authenticated, loopback included. For such mail, at the end of DATA:
   bounded by ``auth.check_timeout``: a DNS that stalls gives temperror) and
   the result goes on top in our own Authentication-Results field; a DMARC
   failure the policy rejects gets its ``550 5.7.1``, one it quarantines is
-  tagged and marked for the Junk folder.
+  tagged and marked for the Junk folder (the intake files it there).
 
 Registered clients and authenticated users are not checked and get no
 Authentication-Results field: they are inside the trust boundary.
