@@ -192,10 +192,10 @@ class Core:
         self.submission = SmtpContext(config=cfg, registry=self.registry, policy=self.policy, intake=self.intake,
                                       bus=self.bus, store=self.store, tls_context=self.tls_context,
                                       logins=self.logins, rules=SubmissionRules(self.policy), proto="submission")
+        self.mail = MailStore(self.maildirs, syncer=syncer)   # the folders IMAP and POP3 share
         self.pop3 = Pop3Server(config=cfg.pop3, hostname=cfg.server.hostname, registry=self.registry,
-                               maildirs=self.maildirs, bus=self.bus, tls_context=self.tls_context,
+                               mail=self.mail, bus=self.bus, tls_context=self.tls_context,
                                store=self.store, logins=self.logins)
-        self.mail = MailStore(self.maildirs, syncer=syncer)   # IMAP folders (POP3 will share them)
         self.imap = ImapServer(config=cfg.imap, hostname=cfg.server.hostname, registry=self.registry,
                                store=self.mail, bus=self.bus, tls_context=self.tls_context,
                                max_message_size=cfg.smtp.max_message_size, logins=self.logins, db=self.store)

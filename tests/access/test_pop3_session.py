@@ -10,10 +10,35 @@ from mailtui.access.pop3 import Pop3Reply, Pop3Session, ProtocolError, State
 from mailtui.access.pop3.parse import parse_sasl_plain
 from mailtui.access.pop3.session import MAX_AUTH_FAILURES, MAX_ERRORS, NO_PLAINTEXT, NO_PLAINTEXT_SASL
 from mailtui.events import MailboxRetrieved
-from mailtui.store.maildir import StoredMessage
+from mailtui.store.folder import Message
 
 KEY = "alice@localhost"
-MESSAGES = [StoredMessage("1.a", "/nonexistent/1", 10), StoredMessage("2.b", "/nonexistent/2", 20)]
+VALIDITY = 1_700_000_000
+MESSAGES = [Message(1, "1.a", 10, (), "/nonexistent/1"), Message(2, "2.b", 20, (), "/nonexistent/2")]
+
+
+class FakeMaildrop:
+    """INBOX in memory: what a session asks of a store.folder.Folder."""
+
+    uidvalidity = VALIDITY
+
+    def __init__(self):
+        self.expunged: list[int] = []
+        self.stored: list[tuple[list[int], str, list[str]]] = []
+
+    def snapshot(self) -> list[Message]:
+        return list(MESSAGES)
+
+    async def open_file(self, uid: int):
+        raise FileNotFoundError(uid)
+
+    async def store(self, uids, mode, flags, origin=None) -> list[int]:
+        self.stored.append((list(uids), mode, list(flags)))
+        return list(uids)
+
+    async def expunge(self, uids, origin=None) -> list[int]:
+        self.expunged += uids
+        return list(uids)
 
 
 class FakeServices:
@@ -24,10 +49,15 @@ class FakeServices:
 
     def __init__(self):
         self.locks: dict[str, str] = {}
-        self.removed: list[StoredMessage] = []
+        self.maildrop = FakeMaildrop()
+        self.open: list[str] = []
         self.events: list = []
         self.failures = 0
         self.verified: list[str] = []      # logins whose password was checked
+
+    @property
+    def removed(self) -> list[Message]:
+        return [m for m in MESSAGES if m.uid in self.maildrop.expunged]
 
     def login_delay(self, ip: str) -> float:
         return 0.0
@@ -44,12 +74,12 @@ class FakeServices:
         if self.locks.get(key) == session_id:
             del self.locks[key]
 
-    async def list_messages(self, key: str) -> list[StoredMessage]:
-        return list(MESSAGES)
+    async def open_maildrop(self, key: str) -> FakeMaildrop:
+        self.open.append(key)
+        return self.maildrop
 
-    async def remove(self, session_id: str, messages: list[StoredMessage]) -> int:
-        self.removed += messages
-        return 0
+    def close_maildrop(self, key: str, maildrop) -> None:
+        self.open.remove(key)
 
     def login_failed(self, session, login: str) -> int:
         self.failures += 1
@@ -85,7 +115,7 @@ async def test_authorization_then_transaction_then_update():
     assert s.state is State.TRANSACTION and services.locks == {KEY: "P1"}
     replies = await say(s, "STAT", "LIST", "UIDL 2", "DELE 1", "LIST 1", "USER x", "QUIT")
     assert [r.status for r in replies] == [
-        "+OK 2 30", "+OK 2 messages (30 octets)", "+OK 2 2.b", "+OK message 1 deleted",
+        "+OK 2 30", "+OK 2 messages (30 octets)", "+OK 2 000000026553f100", "+OK message 1 deleted",
         "-ERR no such message", "-ERR command not valid after login",
         "+OK mail.test POP3 server signing off (1 messages left)"]
     assert replies[1].lines == ["1 10", "2 20"] and replies[-1].close
