@@ -82,14 +82,14 @@ class Pop3Server:
         """Cancel every open session and wait for their clean-up (shutdown, tests).
 
         Each session still marks what it retrieved ``\\Seen``; a TLS peer gets
-        :data:`SHUTDOWN_WAIT` seconds to answer our close_notify, then is dropped.
+        :data:`~mailtui.wire.SHUTDOWN_WAIT` seconds to answer our close_notify, then is dropped.
         """
         self._close_wait = SHUTDOWN_WAIT
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.wait(tasks, timeout=5)
 
     def locked(self) -> dict[str, str]:
         """Maildrops in use: mailbox key -> session id."""
@@ -132,7 +132,10 @@ class Pop3Server:
             result = f"internal error: {type(exc).__name__}"
         finally:
             self.active -= 1
-            await session.end()
+            try:
+                await session.end()
+            except asyncio.CancelledError:    # shut down meanwhile: the clean-up below must still run
+                session.release()
             if task is not None:
                 self._tasks.discard(task)
             if result == "dropped" and session.retrieved:

@@ -206,7 +206,7 @@ class Pop3Session:
         try:
             if self.maildrop is not None and self.state is State.TRANSACTION and self.seen:
                 await self.maildrop.store(sorted(self.seen), "add", [SEEN], origin=self.id)
-        except OSError:
+        except Exception:      # the server's clean-up after us must run whatever happens here
             log.exception("POP3 %s: cannot mark retrieved messages seen", self.id)
         finally:
             self.release()
