@@ -7,6 +7,7 @@ and endpoints are written the same way everywhere (``[v6]:port``).
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import re
 
@@ -15,6 +16,8 @@ _CONTROL_BUT_LINES = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 _LINE_ENDINGS = re.compile(rb"\r\n|\r|\n")
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 MAX_HEADER_BYTES = 64 * 1024
+CLOSE_WAIT = 2.0          # seconds a closing connection may take (a TLS peer's close_notify) before it is dropped
+SHUTDOWN_WAIT = 0.5       # the same while the server shuts down: SIGTERM must end it within seconds
 
 
 def printable(text: str, *, keep_lines: bool = False) -> str:
@@ -102,3 +105,18 @@ def discard_buffered(reader: object) -> int:
         buffer.clear()
         return dropped
     return 0
+
+
+async def close_stream(writer: asyncio.StreamWriter, wait: float) -> None:
+    """Close a connection; drop it if it has not closed within ``wait`` seconds.
+
+    Closing a TLS stream sends close_notify and waits for the peer's (up to
+    asyncio's 30 s shutdown timeout): a client that is not reading would keep
+    the connection, and a server stopping, that long.
+    """
+    try:
+        writer.close()
+        async with asyncio.timeout(wait):
+            await writer.wait_closed()
+    except Exception:
+        writer.transport.abort()

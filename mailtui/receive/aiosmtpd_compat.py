@@ -210,6 +210,11 @@ class Engine(SMTP):
         finally:
             reader._limit = self.line_length_limit
 
+    @property
+    def handler_task(self) -> asyncio.Task | None:
+        """The task that reads this session's commands; aiosmtpd ends it when the connection is lost."""
+        return self._handler_coroutine
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self.transport is None:   # the first call; STARTTLS calls again with its TLS transport
             # Asked now: once the connection is lost, a TLS transport no longer answers.

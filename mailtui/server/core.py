@@ -45,7 +45,7 @@ from ..store.mailboxes import MailStore
 from ..store.maildir import Maildirs
 from ..store.queue import Queue
 from ..store.safeio import DirSyncer
-from ..wire import hostport
+from ..wire import SHUTDOWN_WAIT, hostport
 from . import snapshot
 from .metrics import Metrics, MetricsServer
 from .sessions import OpenSessions
@@ -71,6 +71,29 @@ def pin_mmap_threshold() -> None:
         libc.mallopt(-3, 128 * 1024)       # M_MMAP_THRESHOLD; fixing it disables the dynamic one
     except (OSError, AttributeError):      # not glibc: nothing to do
         pass
+
+
+async def end_smtp_sessions(services: list[SmtpContext]) -> None:
+    """Close every SMTP session; drop those still open after ``SHUTDOWN_WAIT``; wait for their tasks.
+
+    aiosmtpd ends a session's task only when its connection is lost, and a
+    TLS connection (STARTTLS, or port 465) is only lost once the peer answers
+    our close_notify, or after asyncio's 30 s: a server stopping before that
+    left the tasks pending ("Task was destroyed but it is pending!").
+    """
+    sessions = [session for service in services for session in list(service.sessions)]
+    tasks = [s.handler_task for s in sessions if s.handler_task is not None and not s.handler_task.done()]
+    for session in sessions:
+        if session.transport is not None:
+            session.transport.close()
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=SHUTDOWN_WAIT)
+    if pending:
+        for session in sessions:
+            if session.transport is not None:
+                session.transport.abort()
+        await asyncio.wait(pending, timeout=SHUTDOWN_WAIT)
 
 
 class AlreadyRunning(Exception):
@@ -203,10 +226,10 @@ class Core:
         self.submission = SmtpContext(config=cfg, registry=self.registry, policy=self.policy, intake=self.intake,
                                       bus=self.bus, store=self.store, tls_context=self.tls_context,
                                       logins=self.logins, rules=SubmissionRules(self.policy), proto="submission")
+        self.mail = MailStore(self.maildirs, syncer=syncer)   # the folders IMAP and POP3 share
         self.pop3 = Pop3Server(config=cfg.pop3, hostname=cfg.server.hostname, registry=self.registry,
-                               maildirs=self.maildirs, bus=self.bus, tls_context=self.tls_context,
+                               mail=self.mail, bus=self.bus, tls_context=self.tls_context,
                                store=self.store, logins=self.logins)
-        self.mail = MailStore(self.maildirs, syncer=syncer)   # IMAP folders (POP3 will share them)
         self.imap = ImapServer(config=cfg.imap, hostname=cfg.server.hostname, registry=self.registry,
                                store=self.mail, bus=self.bus, tls_context=self.tls_context,
                                max_message_size=cfg.smtp.max_message_size, logins=self.logins, db=self.store)
@@ -312,6 +335,16 @@ class Core:
                 envelope.remote.append(rcpt)
         return await self.intake.accept(envelope, data)
 
+    async def _end_sessions(self) -> None:
+        """End every open session of every protocol, all at once, each within a fraction of a second."""
+        smtp = [s for s in (getattr(self, "smtp", None), getattr(self, "submission", None)) if s is not None]
+        ending = [end_smtp_sessions(smtp)]
+        if hasattr(self, "pop3"):
+            ending.append(self.pop3.close_all())
+        if hasattr(self, "imap"):
+            ending.append(self.imap.close_all())
+        await asyncio.gather(*ending)
+
     async def stop(self) -> None:
         """Stop listening, finish or hand back in-flight work, write state, unlock."""
         for listener in self.listeners:
@@ -328,14 +361,7 @@ class Core:
             except (asyncio.CancelledError, Exception):
                 pass
         self._tasks.clear()
-        for service in (getattr(self, "smtp", None), getattr(self, "submission", None)):
-            for session in list(getattr(service, "sessions", ())):
-                if session.transport is not None:
-                    session.transport.close()
-        if hasattr(self, "pop3"):
-            await self.pop3.close_all()
-        if hasattr(self, "imap"):
-            await self.imap.close_all()
+        await self._end_sessions()
         for listener in self.listeners:
             if listener.server is not None:
                 try:

@@ -28,7 +28,7 @@ from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple, TypeVar
 
 from . import folderscan, mailfiles
 from .folderscan import Delta, Msg
@@ -39,6 +39,7 @@ from .uidlist import UidListFile
 log = logging.getLogger(__name__)
 POKE_DELAY = 0.1             # seconds a delivery poke waits for more mail before looking
 LOG_SIZE = 20_000            # changes remembered for sessions that have not looked yet
+T = TypeVar("T")
 
 
 class FolderGone(Exception):
@@ -144,7 +145,15 @@ class Folder:
         return next((i + 1 for i, info in enumerate(self.infos) if "S" not in info), None)
 
     async def read(self, uid: int, header_only: bool = False) -> bytes:
-        """A message's bytes (or its first 64 KiB for a header read), off the loop.
+        """A message's bytes (or its first 64 KiB for a header read), off the loop."""
+        return await self._on_file(uid, mailfiles.read_file, header_only)
+
+    async def open_file(self, uid: int) -> BinaryIO:
+        """A message's file, open for reading (POP3's RETR): readable whatever renames or unlinks follow."""
+        return await self._on_file(uid, open, "rb")
+
+    async def _on_file(self, uid: int, action: Callable[..., T], *args) -> T:
+        """``action(path, *args)`` in the executor; FileNotFoundError once the message is gone.
 
         A concurrent flag change may rename the file between our look-up and
         the open: then we look it up again.
@@ -155,7 +164,7 @@ class Folder:
             if i is None:
                 break
             try:
-                return await loop.run_in_executor(None, mailfiles.read_file, self.file_at(i), header_only)
+                return await loop.run_in_executor(None, action, self.file_at(i), *args)
             except FileNotFoundError:
                 await asyncio.sleep(0)
         raise FileNotFoundError(f"message {uid} is gone")

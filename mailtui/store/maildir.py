@@ -5,6 +5,8 @@ fsyncs ``new/`` (coalesced across concurrent deliveries): once
 :meth:`Maildirs.deliver` returns, a kill -9 cannot lose the message.
 Messages are stored exactly as received on the wire (CRLF line endings,
 dot-stuffing removed), so POP3 octet counts are file sizes.
+IMAP and POP3 read them through ``folder.py`` (UIDs, flags, a shared index);
+here only :meth:`Maildirs.count` looks, for the admin list and the console.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import os
 import re
 import socket
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from .safeio import DirSyncer, write_file
@@ -45,15 +46,6 @@ def name_facts(name: str) -> tuple[float, int] | None:
     """(arrival time, size) from a name :func:`unique_name` made, or None (then: stat the file)."""
     ours = _OUR_NAME.match(name)
     return (int(ours[1]) + int(ours[2]) / 1e6, int(ours[3])) if ours else None
-
-
-@dataclass(frozen=True, slots=True)
-class StoredMessage:
-    """One message in a Maildir, as POP3 sees it."""
-
-    name: str        # unique file name (the part before ":2," info)
-    path: str        # a plain str: building 50,000 Path objects costs most of a listing
-    size: int        # octets, exactly what RETR sends before dot-stuffing
 
 
 class Maildirs:
@@ -108,33 +100,7 @@ class Maildirs:
         fsync_dir(box / "new")
         return final
 
-    # -- reading (POP3) --------------------------------------------------------
-
-    def list(self, key: str) -> list[StoredMessage]:
-        """Messages in ``new/`` and ``cur/``, oldest first."""
-        box = self.path_for(key)
-        found: list[tuple[float, str, StoredMessage]] = []
-        for sub in ("new", "cur"):
-            try:
-                entries = list(os.scandir(box / sub))
-            except FileNotFoundError:
-                continue
-            for entry in entries:
-                if entry.name.startswith("."):
-                    continue
-                name = entry.name.split(":", 1)[0]
-                facts = name_facts(name)
-                if facts:  # time and size are in the name: no stat (50,000 stats take a second)
-                    when, size = facts
-                else:
-                    try:
-                        st = entry.stat()
-                    except FileNotFoundError:
-                        continue
-                    when, size = st.st_mtime, st.st_size
-                found.append((when, name, StoredMessage(name, entry.path, size)))
-        found.sort(key=lambda item: (item[0], item[1]))
-        return [item[2] for item in found]
+    # -- reading ----------------------------------------------------------------
 
     def count(self, key: str) -> int:
         """Messages waiting in a mailbox (a directory listing, no stat)."""
@@ -149,9 +115,3 @@ class Maildirs:
             except FileNotFoundError:
                 pass
         return total
-
-    def remove(self, message: StoredMessage) -> None:
-        try:
-            os.unlink(message.path)
-        except FileNotFoundError:
-            pass

@@ -15,6 +15,7 @@ import shutil
 import ssl
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import pytest
 from harness import tls_context
@@ -42,6 +43,7 @@ from mailtui.events import (
 )
 from mailtui.server.tls import make_self_signed
 from mailtui.store.db import Store
+from mailtui.store.mailboxes import MailStore
 from mailtui.store.maildir import Maildirs
 
 WAIT = 5.0
@@ -66,24 +68,44 @@ def stuffed(data: bytes) -> bytes:
 # -- the world --------------------------------------------------------------------
 
 @dataclass
+class Delivered:
+    """A delivered message, wherever it is now: the first look moves it from ``new/`` to ``cur/``."""
+
+    path: Path
+
+    def exists(self) -> bool:
+        box = self.path.parent.parent
+        return self.path.exists() or any((box / "cur").glob(self.path.name + ":2,*"))
+
+
+@dataclass
 class World:
     store: Store
     registry: Registry
     maildirs: Maildirs
+    mail: MailStore
     bus: EventBus
     events: list
     key: str
     stamp: int = 1_700_000_000
 
-    def deliver(self, data: bytes):
+    def deliver(self, data: bytes) -> Delivered:
         """Deliver with distinct mtimes, so message numbers are predictable."""
         path = self.maildirs.deliver_sync(self.key, data)
         self.stamp += 10
         os.utime(path, (self.stamp, self.stamp))
-        return path
+        return Delivered(path)
 
     def of(self, kind):
         return [e for e in self.events if isinstance(e, kind)]
+
+    async def uidls(self) -> list[str]:
+        """What UIDL must say for INBOX's messages: Dovecot's default ``%08Xu%08Xv`` (lower-case hex)."""
+        folder = await self.mail.open(self.key, "INBOX")
+        try:
+            return [f"{m.uid:08x}{folder.uidvalidity:08x}" for m in folder.snapshot()]
+        finally:
+            self.mail.release(folder, self.key)
 
 
 @pytest.fixture
@@ -94,7 +116,8 @@ def world(tmp_path):
     bus = EventBus()
     events: list = []
     bus.add_listener(events.append)
-    yield World(store, registry, Maildirs(tmp_path / "mail"), bus, events, key)
+    maildirs = Maildirs(tmp_path / "mail")
+    yield World(store, registry, maildirs, MailStore(maildirs), bus, events, key)
     store.close()
 
 
@@ -134,7 +157,7 @@ async def start(world, server_tls):
     async def _start(tls: bool = True, **config) -> Running:
         cfg = replace(Pop3Config(), **({"idle_timeout": 10.0, "auth_failure_delay": 0.01} | config))
         pop = Pop3Server(config=cfg, hostname="mail.test", registry=world.registry,
-                         maildirs=world.maildirs, bus=world.bus,
+                         mail=world.mail, bus=world.bus,
                          tls_context=server_tls if tls else None, store=world.store)
         listener = await pop.serve("127.0.0.1", 0)
         started.append((pop, listener))
@@ -377,7 +400,8 @@ async def test_auth_plain(world, running, raw_clients):
 
 
 async def test_stat_list_uidl_exact(world, running, raw_clients):
-    paths = [world.deliver(MSG1), world.deliver(MSG2), world.deliver(NO_CRLF)]
+    for data in (MSG1, MSG2, NO_CRLF):
+        world.deliver(data)
     sizes = [len(MSG1), len(MSG2), len(NO_CRLF)]
     client = await raw_clients(running.port)
     await client.login()
@@ -387,7 +411,8 @@ async def test_stat_list_uidl_exact(world, running, raw_clients):
     assert await client.cmd("LIST 2") == f"+OK 2 {len(MSG2)}\r\n".encode()
     assert await client.cmd("LIST 4") == b"-ERR no such message\r\n"
     assert await client.cmd("LIST 0") == b"-ERR no such message\r\n"
-    names = [p.name.split(":")[0] for p in paths]
+    names = await world.uidls()       # UIDs 1, 2, 3 in arrival order, as IMAP numbers them
+    assert names == [f"{uid:08x}{names[0][8:]}" for uid in (1, 2, 3)]
     assert await client.cmd("UIDL") == b"+OK unique-id listing follows\r\n"
     assert await client.multi() == "".join(f"{i} {n}\r\n" for i, n in enumerate(names, 1)).encode() + b".\r\n"
     assert await client.cmd("UIDL 3") == f"+OK 3 {names[2]}\r\n".encode()

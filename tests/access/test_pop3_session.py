@@ -3,17 +3,53 @@
 from __future__ import annotations
 
 import base64
+import io
 
 import pytest
 
 from mailtui.access.pop3 import Pop3Reply, Pop3Session, ProtocolError, State
 from mailtui.access.pop3.parse import parse_sasl_plain
-from mailtui.access.pop3.session import MAX_AUTH_FAILURES, MAX_ERRORS, NO_PLAINTEXT, NO_PLAINTEXT_SASL
+from mailtui.access.pop3.session import (
+    MAX_AUTH_FAILURES,
+    MAX_ERRORS,
+    NO_PLAINTEXT,
+    NO_PLAINTEXT_SASL,
+    unique_id,
+)
 from mailtui.events import MailboxRetrieved
-from mailtui.store.maildir import StoredMessage
+from mailtui.store.folder import Message
 
 KEY = "alice@localhost"
-MESSAGES = [StoredMessage("1.a", "/nonexistent/1", 10), StoredMessage("2.b", "/nonexistent/2", 20)]
+VALIDITY = 1_700_000_000
+MESSAGES = [Message(1, "1.a", 10, (), "/nonexistent/1"), Message(2, "2.b", 20, (), "/nonexistent/2")]
+
+
+class FakeMaildrop:
+    """INBOX in memory: what a session asks of a store.folder.Folder."""
+
+    uidvalidity = VALIDITY
+
+    def __init__(self, messages: list[Message] = MESSAGES):
+        self.messages = list(messages)
+        self.gone: set[int] = set()          # UIDs "IMAP expunged" after the snapshot
+        self.expunged: list[int] = []
+        self.stored: list[tuple[list[int], str, list[str]]] = []
+
+    def snapshot(self) -> list[Message]:
+        return list(self.messages)
+
+    async def open_file(self, uid: int):
+        if uid in self.gone:
+            raise FileNotFoundError(uid)
+        return io.BytesIO(b"Subject: %d\r\n\r\nline 1\r\nline 2\r\n" % uid)
+
+    async def store(self, uids, mode, flags, origin=None) -> list[int]:
+        self.stored.append((list(uids), mode, list(flags)))
+        return list(uids)
+
+    async def expunge(self, uids, origin=None) -> list[int]:
+        self.expunged += uids
+        return list(uids)
 
 
 class FakeServices:
@@ -24,10 +60,15 @@ class FakeServices:
 
     def __init__(self):
         self.locks: dict[str, str] = {}
-        self.removed: list[StoredMessage] = []
+        self.maildrop = FakeMaildrop()
+        self.open: list[str] = []
         self.events: list = []
         self.failures = 0
         self.verified: list[str] = []      # logins whose password was checked
+
+    @property
+    def removed(self) -> list[Message]:
+        return [m for m in MESSAGES if m.uid in self.maildrop.expunged]
 
     def login_delay(self, ip: str) -> float:
         return 0.0
@@ -44,12 +85,12 @@ class FakeServices:
         if self.locks.get(key) == session_id:
             del self.locks[key]
 
-    async def list_messages(self, key: str) -> list[StoredMessage]:
-        return list(MESSAGES)
+    async def open_maildrop(self, key: str) -> FakeMaildrop:
+        self.open.append(key)
+        return self.maildrop
 
-    async def remove(self, session_id: str, messages: list[StoredMessage]) -> int:
-        self.removed += messages
-        return 0
+    def close_maildrop(self, key: str, maildrop) -> None:
+        self.open.remove(key)
 
     def login_failed(self, session, login: str) -> int:
         self.failures += 1
@@ -85,7 +126,7 @@ async def test_authorization_then_transaction_then_update():
     assert s.state is State.TRANSACTION and services.locks == {KEY: "P1"}
     replies = await say(s, "STAT", "LIST", "UIDL 2", "DELE 1", "LIST 1", "USER x", "QUIT")
     assert [r.status for r in replies] == [
-        "+OK 2 30", "+OK 2 messages (30 octets)", "+OK 2 2.b", "+OK message 1 deleted",
+        "+OK 2 30", "+OK 2 messages (30 octets)", "+OK 2 000000026553f100", "+OK message 1 deleted",
         "-ERR no such message", "-ERR command not valid after login",
         "+OK mail.test POP3 server signing off (1 messages left)"]
     assert replies[1].lines == ["1 10", "2 20"] and replies[-1].close
@@ -93,7 +134,75 @@ async def test_authorization_then_transaction_then_update():
     retrieved = [e for e in services.events if isinstance(e, MailboxRetrieved)]
     assert retrieved == [MailboxRetrieved(session="P1", mailbox=KEY, retrieved=0, deleted=1, at=retrieved[0].at)]
     s.release()
-    assert services.locks == {}
+    assert services.locks == {} and services.open == []
+
+
+async def body(reply: Pop3Reply) -> bytes:
+    assert reply.body is not None, reply.status
+    return b"".join([chunk async for chunk in reply.body])
+
+
+@pytest.mark.parametrize("uid, validity, uidl", [
+    (1, 1_700_000_000, "000000016553f100"),
+    (0x2A, 1, "0000002a00000001"),
+    (2**32 - 1, 2**32 - 1, "ffffffffffffffff"),      # the largest: 16 octets, well inside RFC 1939's 70
+])
+def test_unique_id_is_dovecots_default_format(uid, validity, uidl):
+    assert unique_id(uid, validity) == uidl
+
+
+async def test_retr_marks_seen_at_quit_but_top_and_dele_do_not():
+    services = FakeServices()
+    s = session(services)
+    await say(s, f"USER {KEY}", "PASS secret")
+    top, retr2, retr1, dele, quit_ = await say(s, "TOP 1 1", "RETR 2", "RETR 1", "DELE 1", "QUIT")
+    assert await body(top) == b"Subject: 1\r\n\r\nline 1\r\n.\r\n"
+    assert retr2.status == "+OK 20 octets" and await body(retr2) == b"Subject: 2\r\n\r\nline 1\r\nline 2\r\n.\r\n"
+    assert retr1.status == "+OK 10 octets" and await body(retr1)
+    assert dele.status == "+OK message 1 deleted" and quit_.close
+    # Message 1 was retrieved but deleted: it is expunged, not marked.
+    assert services.maildrop.stored == [([2], "add", ["\\Seen"])] and services.maildrop.expunged == [1]
+    await s.end()      # the connection ends after QUIT: nothing more to write
+    assert len(services.maildrop.stored) == 1 and services.open == [] and services.locks == {}
+
+
+async def test_a_session_without_quit_marks_what_it_retrieved_and_deletes_nothing():
+    """As Dovecot does: \\Seen flags are written when the connection ends, deletions only at QUIT."""
+    services = FakeServices()
+    s = session(services)
+    replies = await say(s, f"USER {KEY}", "PASS secret", "RETR 1", "RETR 2", "DELE 2")
+    await body(replies[2])
+    await body(replies[3])
+    await s.end()
+    assert services.maildrop.stored == [([1, 2], "add", ["\\Seen"])] and services.maildrop.expunged == []
+    assert services.open == [] and services.locks == {}
+
+
+async def test_rset_forgets_what_retr_would_mark_and_seen_messages_are_not_marked_again():
+    seen = Message(3, "3.c", 30, ("\\Seen",), "/nonexistent/3")
+    services = FakeServices()
+    services.maildrop = FakeMaildrop([*MESSAGES, seen])
+    s = session(services)
+    replies = await say(s, f"USER {KEY}", "PASS secret", "RETR 1", "RSET", "RETR 3", "QUIT")
+    await body(replies[2])
+    await body(replies[4])
+    assert replies[-1].status.startswith("+OK") and services.maildrop.stored == []
+
+
+async def test_a_message_expunged_after_login_is_listed_but_not_readable():
+    """RFC 1939's snapshot keeps it; RETR and TOP answer as Dovecot does, and asking twice is an error."""
+    services = FakeServices()
+    s = session(services)
+    await say(s, f"USER {KEY}", "PASS secret")
+    services.maildrop.gone.add(2)             # an IMAP session expunged it
+    listing, retr, top, again = await say(s, "LIST", "RETR 2", "TOP 2 0", "RETR 2")
+    assert listing.lines == ["1 10", "2 20"]
+    assert [r.status for r in (retr, top, again)] == ["-ERR Message 2 expunged."] * 3
+    assert s.errors == 2 and s.retrieved == set()
+    replies = await say(s, "RETR 1", "DELE 2", "QUIT")
+    await body(replies[0])
+    assert replies[-1].status == "+OK mail.test POP3 server signing off (1 messages left)"
+    assert services.maildrop.expunged == [2] and services.maildrop.stored == [([1], "add", ["\\Seen"])]
 
 
 async def test_rset_unmarks_and_nothing_is_removed():

@@ -38,7 +38,7 @@ from ...events import (
 )
 from ...store.db import Store
 from ...store.mailboxes import MailStore
-from ...wire import discard_buffered, peer_of
+from ...wire import CLOSE_WAIT, SHUTDOWN_WAIT, close_stream, discard_buffered, peer_of
 from . import dispatch
 from .errors import ParseError
 from .literals import CommandAssembler, LiteralRefused, Limits
@@ -146,6 +146,7 @@ class ImapServer:
         self._per_ip: dict[str, int] = {}
         self._per_user: dict[str, int] = {}
         self._tasks: dict[asyncio.Task, ImapSession] = {}
+        self._close_wait = CLOSE_WAIT
         self.limits = Limits(max_line=MAX_LINE, max_literal=max_message_size, max_literals=64,
                              max_total=max_message_size + MAX_LINE * 4)
         bus.add_listener(self._on_event)
@@ -188,6 +189,7 @@ class ImapServer:
 
     async def close_all(self) -> None:
         """Say BYE to every session and wait for them to end (shutdown)."""
+        self._close_wait = SHUTDOWN_WAIT
         if self._listening:
             self.bus.remove_listener(self._on_event)
             self._listening = False
@@ -245,7 +247,7 @@ class ImapServer:
             writer.write(status_line("*", "BYE", "Internal server error"))
         finally:
             self._finish(session, task, ip, peer, started, result)
-            await self._close(writer)
+            await close_stream(writer, self._close_wait)
 
     def _admit(self, ip: str) -> str:
         if self.active >= self.config.max_connections:
@@ -368,6 +370,7 @@ class ImapServer:
         reading = asyncio.ensure_future(self._read_line(reader, 64))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.idle_timeout
+        waking: asyncio.Future | None = None
         try:
             while True:
                 waking = asyncio.ensure_future(session.woken.wait())
@@ -383,9 +386,10 @@ class ImapServer:
                     raise _Timeout
                 await dispatch.idle_update(session, out)
                 await out.push()
-        finally:
-            if not reading.done():
-                reading.cancel()
+        finally:   # also when shutdown cancels us: a task left waiting is destroyed pending at exit
+            for task in (reading, waking):
+                if task is not None and not task.done():
+                    task.cancel()
 
     async def _start_tls(self, session: ImapSession, reader: asyncio.StreamReader,
                          writer: asyncio.StreamWriter) -> bool:
@@ -399,14 +403,6 @@ class ImapServer:
             return False
         session.tls_started()
         return True
-
-    async def _close(self, writer: asyncio.StreamWriter) -> None:
-        try:
-            writer.close()
-            async with asyncio.timeout(2.0):
-                await writer.wait_closed()
-        except Exception:
-            writer.transport.abort()
 
     def _publish(self, event: Event) -> None:
         try:

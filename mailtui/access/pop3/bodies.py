@@ -1,4 +1,4 @@
-"""Message bodies on the POP3 wire: dot-stuffing, streaming from the Maildir, TOP.
+"""Message bodies on the POP3 wire: dot-stuffing, streaming from a message file, TOP.
 
 Maildir files are stored with CRLF line ends and without dot-stuffing, so
 the octet counts the session announces are plain file sizes; the stuffing
@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import BinaryIO
 
 from ...wire import dot_stuff
@@ -47,10 +46,10 @@ async def one_chunk(data: bytes) -> AsyncIterator[bytes]:
     yield out + terminator(data[-2:])
 
 
-def read_top(path: str | Path, lines: int) -> bytes:
-    """The header, the blank line and ``lines`` body lines of a message (RFC 1939 TOP); blocking."""
+def read_top(fh: BinaryIO, lines: int) -> bytes:
+    """The header, the blank line and ``lines`` body lines of a message (RFC 1939 TOP); blocking, closes ``fh``."""
     out: list[bytes] = []
-    with open(path, "rb") as fh:
+    with fh:
         for line in fh:
             out.append(line)
             if line in (b"\r\n", b"\n"):

@@ -4,7 +4,11 @@
 it reads a line, hands it over, writes the :class:`~.session.Pop3Reply`,
 and does what the reply asks (STLS, hang up). It also owns what sessions
 share — connection count, maildrop locks, the login throttle, events, the
-connection log — and offers it to them as :class:`~.session.Services`.
+connection log, the INBOX folders of the :class:`~mailtui.store.mailboxes.MailStore`
+IMAP uses too — and offers it to them as :class:`~.session.Services`.
+
+The maildrop lock is POP3's own (RFC 1939 section 8: one POP3 session per
+maildrop); IMAP sessions neither take it nor wait for it.
 """
 
 from __future__ import annotations
@@ -28,8 +32,9 @@ from ...events import (
     SessionChanged,
 )
 from ...store.db import Store
-from ...store.maildir import Maildirs, StoredMessage
-from ...wire import discard_buffered, peer_of
+from ...store.folder import Folder
+from ...store.mailboxes import MailStore
+from ...wire import CLOSE_WAIT, SHUTDOWN_WAIT, close_stream, discard_buffered, peer_of
 from .bodies import CRLF
 from .session import Pop3Reply, Pop3Session
 
@@ -51,13 +56,13 @@ class _StalledWriter(Exception):
 class Pop3Server:
     """Serves POP3 connections; use :meth:`handle` with ``asyncio.start_server``."""
 
-    def __init__(self, *, config: Pop3Config, hostname: str, registry: Registry, maildirs: Maildirs,
+    def __init__(self, *, config: Pop3Config, hostname: str, registry: Registry, mail: MailStore,
                  bus: EventBus, tls_context: ssl.SSLContext | None, store: Store | None = None,
                  logins: LoginThrottle | None = None):
         self.config = config
         self.hostname = hostname
         self.registry = registry
-        self.maildirs = maildirs
+        self.mail = mail
         self.bus = bus
         self.tls_context = tls_context
         self.store = store
@@ -65,6 +70,7 @@ class Pop3Server:
         self._locks: dict[str, str] = {}              # mailbox key -> session id
         self.logins = logins or LoginThrottle()
         self._tasks: set[asyncio.Task] = set()
+        self._close_wait = CLOSE_WAIT
 
     # -- public --
 
@@ -73,12 +79,17 @@ class Pop3Server:
         return await asyncio.start_server(self.handle, host, port)
 
     async def close_all(self) -> None:
-        """Cancel every open session and wait for their clean-up (shutdown, tests)."""
+        """Cancel every open session and wait for their clean-up (shutdown, tests).
+
+        Each session still marks what it retrieved ``\\Seen``; a TLS peer gets
+        :data:`~mailtui.wire.SHUTDOWN_WAIT` seconds to answer our close_notify, then is dropped.
+        """
+        self._close_wait = SHUTDOWN_WAIT
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.wait(tasks, timeout=5)
 
     def locked(self) -> dict[str, str]:
         """Maildrops in use: mailbox key -> session id."""
@@ -121,7 +132,10 @@ class Pop3Server:
             result = f"internal error: {type(exc).__name__}"
         finally:
             self.active -= 1
-            session.release()
+            try:
+                await session.end()
+            except asyncio.CancelledError:    # shut down meanwhile: the clean-up below must still run
+                session.release()
             if task is not None:
                 self._tasks.discard(task)
             if result == "dropped" and session.retrieved:
@@ -133,7 +147,7 @@ class Pop3Server:
                                                "login": session.login, "result": result,
                                                "session": session.id, "tls": session.tls,
                                                "duration": round(time.time() - started, 3)})
-            await self._close(writer)
+            await close_stream(writer, self._close_wait)
 
     # -- the I/O loop --
 
@@ -209,14 +223,6 @@ class Pop3Server:
         self.changed(session)
         return True
 
-    async def _close(self, writer: asyncio.StreamWriter) -> None:
-        try:
-            writer.close()
-            async with asyncio.timeout(2.0):
-                await writer.wait_closed()
-        except Exception:
-            writer.transport.abort()
-
     # -- services for sessions (session.Services) --
 
     @property
@@ -249,8 +255,11 @@ class Pop3Server:
         if self._locks.get(key) == session_id:
             del self._locks[key]
 
-    async def list_messages(self, key: str) -> list[StoredMessage]:
-        return await asyncio.get_running_loop().run_in_executor(None, self.maildirs.list, key)
+    async def open_maildrop(self, key: str) -> Folder:
+        return await self.mail.open(key, "INBOX")
+
+    def close_maildrop(self, key: str, maildrop: Folder) -> None:
+        self.mail.release(maildrop, key)
 
     def login_failed(self, session: Pop3Session, login: str) -> int:
         """Count a failed login for the client IP; returns its recent failures."""
@@ -264,18 +273,3 @@ class Pop3Server:
         self.publish(AuthSucceeded(session=session.id, proto="pop3", peer=session.ip,
                                    login=session.login))
         self.changed(session)
-
-    async def remove(self, session_id: str, messages: list[StoredMessage]) -> int:
-        """Delete messages at QUIT (UPDATE state); returns how many could not be removed."""
-        def remove_all() -> int:
-            failed = 0
-            for message in messages:
-                try:
-                    self.maildirs.remove(message)
-                except OSError:
-                    log.exception("POP3 %s: cannot remove %s", session_id, message.path)
-                    failed += 1
-            return failed
-        if not messages:
-            return 0
-        return await asyncio.get_running_loop().run_in_executor(None, remove_all)

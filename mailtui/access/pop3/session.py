@@ -2,9 +2,18 @@
 
 Commands come in as lines and go out as :class:`Pop3Reply` objects; the
 session never touches a socket, and asks its server for everything else
-through :class:`Services` (logins, maildrop locks and listings, events), so
+through :class:`Services` (logins, maildrop locks, the maildrop, events), so
 it can be driven by a test without one. States are named as in RFC 1939
 section 3; CAPA is RFC 2449, STLS RFC 2595, AUTH PLAIN RFC 4616.
+
+The maildrop is INBOX as IMAP sees it (:class:`~mailtui.store.folder.Folder`,
+one per mailbox for the whole process): the session works on a snapshot of
+its UIDs taken at login, reads messages by UID (a flag change IMAP makes
+renames the file; the UID stays), and expunges through the folder at QUIT,
+so IMAP sessions hear of it at once. As Dovecot does (``pop3_no_flag_updates
+= no``, its default): RETR, not TOP, marks a message ``\\Seen``, written at QUIT
+or when the connection ends without one; a message IMAP expunged meanwhile is
+still listed, and RETR or TOP of it gets ``-ERR Message N expunged.``.
 
 No password in clear over the network (RFC 2595 section 2.1; Dovecot's
 ``disable_plaintext_auth = yes``, whose replies these are): before STLS,
@@ -18,15 +27,14 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import hashlib
 import logging
-import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from ...events import Event, MailboxRetrieved
-from ...store.maildir import MaildirError, StoredMessage
+from ...store.folder import FolderGone, Message
+from ...store.maildir import MaildirError
 from ...wire import is_loopback
 from .bodies import one_chunk, read_top, stream_file
 from .parse import ProtocolError, parse_command, parse_sasl_plain
@@ -36,7 +44,7 @@ log = logging.getLogger(__name__)
 MAX_SASL_LINE = 8192        # a base64 PLAIN response with a 1024-character password fits
 MAX_ERRORS = 10             # protocol errors before we hang up on a client
 MAX_AUTH_FAILURES = 3       # failed logins before we hang up (per session)
-_UID_OK = re.compile(r"[\x21-\x7e]{1,70}")
+SEEN = "\\Seen"
 NO_PLAINTEXT = "-ERR [AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) connections."
 NO_PLAINTEXT_SASL = "-ERR [AUTH] Plaintext authentication disabled."
 
@@ -49,11 +57,30 @@ class State(enum.Enum):
     UPDATE = "UPDATE"
 
 
-def unique_id(message: StoredMessage) -> str:
-    """UIDL id: the Maildir name; hashed if it breaks RFC 1939's 1-70 printable octets."""
-    if _UID_OK.fullmatch(message.name):
-        return message.name
-    return hashlib.sha1(message.name.encode("utf-8", "surrogateescape")).hexdigest()
+def unique_id(uid: int, uidvalidity: int) -> str:
+    """UIDL id: Dovecot's default ``pop3_uidl_format = %08Xu%08Xv`` (it prints lower-case hex).
+
+    The IMAP UID and the folder's UIDVALIDITY, so both protocols name a
+    message alike, the id survives restarts and flag changes, and is never
+    given to another message (a new UIDVALIDITY changes every id).
+    """
+    return f"{uid:08x}{uidvalidity:08x}"
+
+
+class Maildrop(Protocol):
+    """The INBOX a session reads: :class:`mailtui.store.folder.Folder`, shared with IMAP."""
+
+    uidvalidity: int
+
+    def snapshot(self) -> list[Message]: ...
+
+    async def open_file(self, uid: int) -> BinaryIO:
+        """The message's file; FileNotFoundError once it is expunged."""
+
+    async def store(self, uids: Sequence[int], mode: str, flags: Sequence[str],
+                    origin: object = None) -> list[int]: ...
+
+    async def expunge(self, uids: Sequence[int], origin: object = None) -> list[int]: ...
 
 
 class Services(Protocol):
@@ -75,11 +102,10 @@ class Services(Protocol):
 
     def unlock(self, key: str, session_id: str) -> None: ...
 
-    async def list_messages(self, key: str) -> list[StoredMessage]:
-        """The maildrop's messages, oldest first (may raise MaildirError or OSError)."""
+    async def open_maildrop(self, key: str) -> Maildrop:
+        """The mailbox's INBOX, brought up to date (may raise MaildirError, FolderGone or OSError)."""
 
-    async def remove(self, session_id: str, messages: list[StoredMessage]) -> int:
-        """Delete messages (UPDATE state); returns how many could not be removed."""
+    def close_maildrop(self, key: str, maildrop: Maildrop) -> None: ...
 
     def login_failed(self, session: Pop3Session, login: str) -> int: ...
 
@@ -113,9 +139,12 @@ class Pop3Session:
     state: State = State.AUTHORIZATION
     login: str = ""                 # last login tried, then the mailbox key
     key: str | None = None          # mailbox key once authenticated (and locked)
-    messages: list[StoredMessage] = field(default_factory=list)
+    maildrop: Maildrop | None = None
+    messages: list[Message] = field(default_factory=list)  # the snapshot taken at login
     deleted: set[int] = field(default_factory=set)      # 0-based indexes marked by DELE
     retrieved: set[int] = field(default_factory=set)    # 0-based indexes sent by RETR
+    seen: set[int] = field(default_factory=set)         # UIDs to mark \Seen (RETR; RSET forgets them)
+    gone_asked: set[int] = field(default_factory=set)   # message numbers found expunged by RETR/TOP
     removed: int = 0
     errors: int = 0
     auth_failures: int = 0
@@ -165,9 +194,22 @@ class Pop3Session:
         return self.tls or is_loopback(self.ip)
 
     def release(self) -> None:
-        """Unlock the maildrop; safe to call more than once."""
+        """Let go of the maildrop and unlock it; safe to call more than once."""
+        if self.maildrop is not None and self.key is not None:
+            self.server.close_maildrop(self.key, self.maildrop)
+            self.maildrop = None
         if self.key is not None:
             self.server.unlock(self.key, self.id)
+
+    async def end(self) -> None:
+        """The connection is over: what RETR sent is marked \\Seen even without QUIT (as Dovecot does)."""
+        try:
+            if self.maildrop is not None and self.state is State.TRANSACTION and self.seen:
+                await self.maildrop.store(sorted(self.seen), "add", [SEEN], origin=self.id)
+        except Exception:      # the server's clean-up after us must run whatever happens here
+            log.exception("POP3 %s: cannot mark retrieved messages seen", self.id)
+        finally:
+            self.release()
 
     # -- dispatch --
 
@@ -208,8 +250,8 @@ class Pop3Session:
             return Pop3Reply(f"+OK {host} POP3 server signing off", close=True)
         self.state = State.UPDATE
         self.server.changed(self)
-        failed = await self.server.remove(self.id, [self.messages[i] for i in sorted(self.deleted)])
-        self.removed = len(self.deleted) - failed
+        failed = not await self._update()
+        self.removed = 0 if failed else len(self.deleted)
         self.result = f"{len(self.retrieved)} retrieved, {self.removed} deleted"
         self.server.publish(MailboxRetrieved(session=self.id, mailbox=self.key or "",
                                               retrieved=len(self.retrieved), deleted=self.removed))
@@ -217,6 +259,21 @@ class Pop3Session:
             return Pop3Reply("-ERR [SYS/TEMP] some deleted messages not removed", close=True)
         left = len(self.messages) - len(self.deleted)
         return Pop3Reply(f"+OK {host} POP3 server signing off ({left} messages left)", close=True)
+
+    async def _update(self) -> bool:
+        """The UPDATE state (RFC 1939 section 6): mark what was retrieved, expunge what was deleted."""
+        assert self.maildrop is not None
+        deleted = [self.messages[i].uid for i in sorted(self.deleted)]
+        seen = sorted(self.seen.difference(deleted))
+        try:
+            if seen:
+                await self.maildrop.store(seen, "add", [SEEN], origin=self.id)
+            if deleted:
+                await self.maildrop.expunge(deleted, origin=self.id)   # IMAP sessions hear of it now
+        except OSError:
+            log.exception("POP3 %s: cannot update maildrop %s", self.id, self.key)
+            return False
+        return True
 
     # -- AUTHORIZATION --
 
@@ -282,13 +339,13 @@ class Pop3Session:
             return Pop3Reply("-ERR [IN-USE] maildrop already locked")
         self.key = key
         try:
-            messages = await self.server.list_messages(key)
-        except (MaildirError, OSError):
-            log.exception("cannot list maildrop %s", key)
+            self.maildrop = await self.server.open_maildrop(key)
+        except (MaildirError, FolderGone, OSError):
+            log.exception("cannot open maildrop %s", key)
             self.release()
             self.key = None
             return Pop3Reply("-ERR [SYS/TEMP] cannot open maildrop")
-        self.messages = messages
+        self.messages = messages = self.maildrop.snapshot()
         self.state = State.TRANSACTION
         self.login = key
         self.server.login_succeeded(self)
@@ -304,13 +361,13 @@ class Pop3Session:
 
     # -- TRANSACTION --
 
-    def _message(self, number: int) -> StoredMessage:
+    def _message(self, number: int) -> Message:
         index = number - 1
         if not 0 <= index < len(self.messages) or index in self.deleted:
             raise ProtocolError("-ERR no such message")
         return self.messages[index]
 
-    def _live(self) -> list[tuple[int, StoredMessage]]:
+    def _live(self) -> list[tuple[int, Message]]:
         return [(i + 1, m) for i, m in enumerate(self.messages) if i not in self.deleted]
 
     async def _stat(self) -> Pop3Reply:
@@ -325,29 +382,52 @@ class Pop3Session:
                      lines=[f"{n} {m.size}" for n, m in live])
 
     async def _uidl(self, number: int | None = None) -> Pop3Reply:
+        assert self.maildrop is not None
+        validity = self.maildrop.uidvalidity
         if number is not None:
-            return Pop3Reply(f"+OK {number} {unique_id(self._message(number))}")
+            return Pop3Reply(f"+OK {number} {unique_id(self._message(number).uid, validity)}")
         return Pop3Reply("+OK unique-id listing follows",
-                     lines=[f"{n} {unique_id(m)}" for n, m in self._live()])
+                         lines=[f"{n} {unique_id(m.uid, validity)}" for n, m in self._live()])
 
     async def _retr(self, number: int) -> Pop3Reply:
         message = self._message(number)
-        loop = asyncio.get_running_loop()
-        try:
-            fh = await loop.run_in_executor(None, open, message.path, "rb")
-        except OSError:
-            raise ProtocolError("-ERR [SYS/TEMP] message is no longer available") from None
+        fh = await self._open(message)
+        if fh is None:
+            return self._expunged(number)
         self.retrieved.add(number - 1)
-        return Pop3Reply(f"+OK {message.size} octets", body=stream_file(fh, loop))
+        if SEEN not in message.flags:
+            self.seen.add(message.uid)
+        return Pop3Reply(f"+OK {message.size} octets", body=stream_file(fh, asyncio.get_running_loop()))
 
     async def _top(self, number: int, lines: int) -> Pop3Reply:
-        message = self._message(number)
-        loop = asyncio.get_running_loop()
-        try:
-            data = await loop.run_in_executor(None, read_top, message.path, lines)
-        except OSError:
-            raise ProtocolError("-ERR [SYS/TEMP] message is no longer available") from None
+        fh = await self._open(self._message(number))
+        if fh is None:
+            return self._expunged(number)
+        data = await asyncio.get_running_loop().run_in_executor(None, read_top, fh, lines)
         return Pop3Reply("+OK top of message follows", body=one_chunk(data))
+
+    async def _open(self, message: Message) -> BinaryIO | None:
+        """The message's file by UID (IMAP may have renamed it since login); None if it was expunged."""
+        assert self.maildrop is not None
+        try:
+            return await self.maildrop.open_file(message.uid)
+        except FileNotFoundError:
+            return None
+        except OSError:
+            log.exception("POP3 %s: cannot open message %d", self.id, message.uid)
+            raise ProtocolError("-ERR [SYS/TEMP] cannot read the message") from None
+
+    def _expunged(self, number: int) -> Pop3Reply:
+        """A message IMAP expunged after login: still listed (RFC 1939's snapshot), not readable.
+
+        Dovecot's words. Asking again counts as an error, so a client that
+        loops on it is hung up on in the end.
+        """
+        reply = f"-ERR Message {number} expunged."
+        if number in self.gone_asked:
+            return self.error(reply)
+        self.gone_asked.add(number)
+        return Pop3Reply(reply)
 
     async def _dele(self, number: int) -> Pop3Reply:
         self._message(number)
@@ -356,5 +436,6 @@ class Pop3Session:
 
     async def _rset(self) -> Pop3Reply:
         self.deleted.clear()
+        self.seen.clear()
         return Pop3Reply(f"+OK maildrop has {len(self.messages)} messages "
                      f"({sum(m.size for m in self.messages)} octets)")
