@@ -111,8 +111,9 @@ def maildir_reached(new_dir: Path, count: int) -> Callable[[], bool]:
 class Dnsmasq:
     """dnsmasq on 127.0.0.1:free port answering for .test: MX sink.test -> mx.sink.test -> 127.0.0.2."""
 
-    def __init__(self, domain: str = "sink.test", host: str = "127.0.0.2", ttl: int = 3600):
-        self.domain, self.host, self.ttl = domain, host, ttl
+    def __init__(self, domain: str = "sink.test", host: str = "127.0.0.2", ttl: int = 3600,
+                 extra: tuple[str, ...] = ()):
+        self.domain, self.host, self.ttl, self.extra = domain, host, ttl, extra
         self.port = 0
         self.proc: subprocess.Popen | None = None
 
@@ -125,7 +126,7 @@ class Dnsmasq:
                  "--conf-file=/dev/null", "--listen-address=127.0.0.1", "--bind-interfaces",
                  f"--port={self.port}", "--local=/test/", f"--local-ttl={self.ttl}", "--pid-file=",
                  f"--mx-host={self.domain},mx.{self.domain},10",
-                 f"--host-record=mx.{self.domain},{self.host}"],
+                 f"--host-record=mx.{self.domain},{self.host}", *self.extra],
                 stdout=self._log, stderr=self._log)
             if self._ready():
                 return self

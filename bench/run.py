@@ -88,6 +88,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--imap", action="store_true", help="also the IMAP rows, beside Dovecot (bench/imap.py)")
     p.add_argument("--only", metavar="KEYS", help="comma-separated load keys (see --list), plus 'rss'")
     p.add_argument("--list", action="store_true", help="list the loads and exit")
+    p.add_argument("--auth", action="store_true", help="only the sender-authentication loads (bench/authloads.py: "
+                                                      "DKIM signing on relay, SPF+DKIM+DMARC checks at intake)")
     p.add_argument("--reuse", action="store_true", help="smtp-source -d: many messages per connection")
     p.add_argument("--loop", choices=("auto", "asyncio"), default="auto",
                    help="auto: uvloop when installed (what `mailtui serve` does); asyncio: MAILTUI_LOOP=asyncio")
@@ -443,6 +445,9 @@ def main(argv=None) -> int:
         targets.CODE = snapshot
         log(f"measuring a copy of mailtui/ taken now: {state}")
     args.code_state = state
+    if args.auth:
+        import authloads
+        return authloads.main(args, base)
     import signal
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -117,6 +117,21 @@ async def verdict_for(resolver, ip, mail_from, raw, helo="client.test", **policy
         check_message(ip, helo, mail_from, raw, resolver, AuthPolicy(timeout=3, **policy), rng=random.Random(0)), 15)
 
 
+@pytest.mark.parametrize("sender, signer, ip", [("alice@signed.test", "signed.test", BAD_IP),
+                                                ("alice@reject.test", None, GOOD_IP),
+                                                ("alice@a.org.test", "org.test", BAD_IP)])
+async def test_a_sender_whose_records_are_cached_is_checked_without_waiting(keys, resolver, sender, signer, ip):
+    """The second message: the same verdict, every answer from the cache, and not one turn of the loop given up."""
+    raw = signed(keys, signer, sender=sender) if signer else message(sender)
+    first = await verdict_for(resolver, ip, sender, raw)
+    turns: list = []
+    asyncio.get_running_loop().call_soon(turns.append, "the loop ran something else")
+    again = await check_message(ip, "client.test", sender, raw, resolver, AuthPolicy(timeout=3),
+                                receiver=HOSTNAME, rng=random.Random(0))
+    assert turns == []
+    assert ar_of(again) == ar_of(first) and again.action == first.action
+
+
 async def test_verdicts_and_their_authentication_results(keys, resolver):
     v = await verdict_for(resolver, BAD_IP, "alice@signed.test", signed(keys))
     assert v.action == "accept" and v.reply is None
@@ -189,7 +204,7 @@ async def test_the_whole_check_has_a_deadline(keys, world):
         dead = Resolver((Endpoint("127.0.0.1", silent.getsockname()[1]),), 30.0)
         started = time.monotonic()
         v = await verdict_for(dead, BAD_IP, "a@reject.test", signed(keys, "reject.test", sender="a@reject.test"))
-    assert time.monotonic() - started < 6
+    assert time.monotonic() - started < 3 + 1          # the policy's 3 s, not more
     assert (v.spf.result, v.dmarc.result, v.action) == ("temperror", "temperror", "accept")
     assert "dkim=temperror" in ar_of(v)
 

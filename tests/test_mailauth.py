@@ -225,6 +225,31 @@ async def test_spf_asks_every_question_through_mailtuis_resolver(world):
         ("mxspf.test", "TXT", "SPF"), ("mxspf.test", "MX", "SPF"), ("mx.mxspf.test", "A", "SPF")]
 
 
+SPF_TABLE = [("a@pass.test", GOOD_IP), ("a@fail.test", GOOD_IP), ("a@include.test", GOOD_IP),
+             ("a@mxspf.test", GOOD_IP), ("a@mxspf.test", BAD_IP), ("a@many.test", GOOD_IP),
+             ("a@void.test", GOOD_IP), ("a@loop1.test", GOOD_IP), ("a@huge.test", "127.1.1.7"),
+             ("a@nothing.test", GOOD_IP)]
+
+
+async def test_spf_from_the_cache_runs_on_the_loop_and_gives_the_same_results(world, monkeypatch):
+    from mailtui.mailauth import spfcheck
+
+    bus, seen = EventBus(), []
+    bus.add_listener(lambda e: seen.append(e) if isinstance(e, DnsLookup) else None)
+    resolver = Resolver((world.endpoint,), 1.0, bus)
+    first = [await check_spf(ip, "h.test", sender, resolver) for sender, ip in SPF_TABLE]
+    asked = len(seen)
+    threaded: list = []
+    pool = spfcheck._pool
+    monkeypatch.setattr(spfcheck, "_pool", type("Spy", (), {
+        "submit": lambda self, *a, **kw: threaded.append(a[1:]) or pool.submit(*a, **kw)})())
+    again = [await check_spf(ip, "h.test", sender, resolver) for sender, ip in SPF_TABLE]
+    assert [(r.result, r.reason) for r in again] == [(r.result, r.reason) for r in first]
+    # Only huge.test's record (over INLINE_MAX) went to a thread; every other answer came from the cache.
+    assert [args[2] for args in threaded] == ["a@huge.test"]
+    assert all(e.cached and e.purpose == "SPF" for e in seen[asked:])
+
+
 async def test_spf_limits_are_named(resolver):
     many = await check_spf(GOOD_IP, "h.test", "a@many.test", resolver)
     assert "too many dns lookups" in many.reason.lower()

@@ -252,6 +252,24 @@ class Resolver:
         self._remember(key, answer)
         return answer
 
+    def cached(self, name: str, rtype: str) -> Answer | None:
+        """The cached answer while its TTL lasts, else None; nothing is asked, nothing recorded."""
+        cached = self._cache.get((name.strip().rstrip(".").lower(), rtype))
+        return cached if cached is not None and cached.expires > time.time() else None
+
+    def peek(self, name: str, rtype: str, *, purpose: str) -> Answer | None:
+        """The cached answer (recorded as a cached lookup, like :meth:`lookup`'s), else None: nothing is asked.
+
+        For synchronous code on the loop's thread that can use an answer now
+        or not at all (checks of a sender whose records are cached).
+        """
+        name = name.strip().rstrip(".").lower()
+        cached = self.cached(name, rtype)
+        if cached is not None:
+            self._cache.move_to_end((name, rtype))
+            self._record(name, rtype, cached.records, cached.rcode, 0.0, True, purpose)
+        return cached
+
     async def txt(self, name: str, *, purpose: str) -> list[bytes]:
         """The TXT records at ``name``, each as one string (its parts joined); [] if none."""
         return list((await self.lookup(name, "TXT", purpose=purpose)).values)

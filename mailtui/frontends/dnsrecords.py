@@ -19,6 +19,7 @@ from typing import Iterator
 from ..config import Config
 from ..dns.resolver import Resolver
 from ..mailauth.dkimkeys import DkimKey, DkimKeyError, DkimKeys
+from ..mailauth.dkimsign import signable
 from ..mailauth.records import Check, DomainReport, Record, domain_report
 from ..server.core import DataDirLock
 from .errors import CliError
@@ -43,35 +44,48 @@ def domains_of(config: Config, domain: str | None) -> list[str]:
             raise CliError(f"{domain} is not a local domain (server.local_domains: "
                            f"{', '.join(config.server.local_domains)})")
         return [domain]
-    domains = [d for d in config.server.local_domains if d != "localhost"]
+    domains = [d for d in config.server.local_domains if signable(d)]
     if not domains:
         raise CliError("no domain to publish records for: server.local_domains lists only localhost")
     return domains
 
 
+def load_keys(config: Config, domains: list[str]) -> dict[str, tuple[list[DkimKey], str]]:
+    """Each domain's keys and active selector, its first key made now if it has none (blocking)."""
+    keys = DkimKeys(config.server.data_dir, config.dkim.selector)
+    try:
+        active = {d: keys.active(d).selector for d in domains}
+        return {d: (keys.keys(d), active[d]) for d in domains}
+    except (DkimKeyError, OSError) as exc:
+        raise CliError(f"DKIM key: {exc}") from None
+
+
+async def reports(config: Config, keys: dict[str, tuple[list[DkimKey], str]],
+                  resolver: Resolver) -> list[DomainReport]:
+    """The report of each domain in ``keys``, checked side by side through ``resolver``."""
+    return list(await asyncio.gather(*(
+        domain_report(config, d, d_keys, active, resolver, fetch_timeout=config.mta_sts.fetch_timeout)
+        for d, (d_keys, active) in keys.items())))
+
+
 def run_dns(config: Config, domain: str | None, *, as_json: bool) -> None:
     domains = domains_of(config, domain)
     with data_dir_access(config):
-        keys = DkimKeys(config.server.data_dir, config.dkim.selector)
-        try:
-            active = {d: keys.active(d).selector for d in domains}
-        except (DkimKeyError, OSError) as exc:
-            raise CliError(f"DKIM key: {exc}") from None
-        all_keys = {d: keys.keys(d) for d in domains}
-    resolver = Resolver(config.dns.nameservers, config.dns.timeout)
-
-    async def run() -> list[DomainReport]:
-        return list(await asyncio.gather(*(
-            domain_report(config, d, all_keys[d], active[d], resolver,
-                          fetch_timeout=config.mta_sts.fetch_timeout) for d in domains)))
-    reports = asyncio.run(run())
+        keys = load_keys(config, domains)
+    found = asyncio.run(reports(config, keys, Resolver(config.dns.nameservers, config.dns.timeout)))
     if as_json:
-        print(json.dumps([r.as_dict() for r in reports], indent=2))
+        print(json.dumps([r.as_dict() for r in found], indent=2))
         return
-    for n, report in enumerate(reports):
-        if n:
-            print()
-        print("\n".join(report_lines(report)))
+    print("\n".join(all_lines(found)))
+
+
+def all_lines(found: list[DomainReport]) -> list[str]:
+    """Every report's lines, a blank line between two domains."""
+    lines: list[str] = []
+    for n, report in enumerate(found):
+        lines += [""] if n else []
+        lines += report_lines(report)
+    return lines
 
 
 def report_lines(report: DomainReport) -> list[str]:

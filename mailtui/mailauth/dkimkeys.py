@@ -30,6 +30,7 @@ from ..store.safeio import atomic_write, create_new
 
 KEY_BITS = 2048
 ACTIVE = "active"
+RECHECK = 1.0       # seconds a domain's active key signs before ``active`` is looked at again
 
 
 class DkimKeyError(Exception):
@@ -76,17 +77,26 @@ class DkimKeys:
         self._lock = threading.Lock()
         self._loaded: dict[tuple[str, str], DkimKey] = {}
         self._active: dict[str, tuple[tuple[int, int], str]] = {}   # domain -> (stat of active, selector)
+        self._fresh: dict[str, tuple[float, DkimKey]] = {}          # domain -> (when looked at, its key)
 
     # -- reading ---------------------------------------------------------------------
 
     def active(self, domain: str) -> DkimKey:
-        """The key that signs for ``domain``, made now if the domain has none (blocking)."""
+        """The key that signs for ``domain``, made now if the domain has none (blocking).
+
+        A rotation by another process (``mailtui dkim rotate``) is seen within
+        :data:`RECHECK` seconds; meanwhile no lock is taken and no file looked at.
+        """
         domain = domain.lower()
+        now = time.monotonic()
+        fresh = self._fresh.get(domain)
+        if fresh is not None and now - fresh[0] < RECHECK:
+            return fresh[1]
         with self._lock:
             selector = self._active_selector(domain)
-            if selector is None:
-                return self._make_first(domain)
-            return self._load(domain, selector)
+            key = self._make_first(domain) if selector is None else self._load(domain, selector)
+        self._fresh[domain] = (now, key)
+        return key
 
     def keys(self, domain: str) -> list[DkimKey]:
         """Every key of ``domain``, by selector: the active one and those rotated out."""
@@ -168,3 +178,4 @@ class DkimKeys:
     def _set_active(self, domain: str, selector: str) -> None:
         atomic_write(self.root / domain / ACTIVE, selector.encode() + b"\n")
         self._active.pop(domain, None)
+        self._fresh.pop(domain, None)

@@ -10,12 +10,12 @@ tests.
 
 Signing happens once, when a message enters the queue, never per delivery
 attempt; :meth:`DkimSigner.sign_async` keeps the hashing of a large body off
-the event loop.
+the event loop, in threads of its own (:mod:`.workers` says why small ones
+stay on it).
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import time
@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, utils
 from dkim.canonicalization import CanonicalizationPolicy
 
 from ..wire import header_section
+from . import workers
 from .dkimkeys import DkimKey, DkimKeys
 from .fields import field_values
 
@@ -117,15 +118,34 @@ def signing_domain(mail_from: str, message: bytes, is_local: Callable[[str], boo
     return domain if domain and is_local(domain) else None
 
 
-class DkimSigner:
-    """Signs with each domain's active key (made on first use)."""
+def signable(domain: str) -> bool:
+    """Whether a local domain can have a published key: every one but ``localhost``."""
+    return domain.lower().rstrip(".") != "localhost"
 
-    def __init__(self, keys: DkimKeys):
+
+class DkimSigner:
+    """Signs with each domain's active key (made on first use).
+
+    ``is_local`` says which domains are ours: :meth:`signature` signs only
+    for them (never ``localhost``, which no one can publish a key for).
+    """
+
+    def __init__(self, keys: DkimKeys, is_local: Callable[[str], bool] = lambda domain: False):
         self.keys = keys
+        self.is_local = lambda domain: signable(domain) and is_local(domain)
+
+    async def signature(self, sender: str, message: bytes) -> bytes:
+        """The DKIM-Signature field for a message from ``sender``; b"" when no local domain signs it."""
+        domain = signing_domain(sender, message, self.is_local)
+        return b"" if domain is None else await self.sign_async(message, domain)
+
+    def prepare(self, domains: Iterable[str]) -> list[DkimKey]:
+        """Make (or load) the key of each of ``domains`` that can sign (blocking: keep it off the loop)."""
+        return [self.keys.active(domain) for domain in domains if signable(domain)]
 
     def sign(self, message: bytes, domain: str) -> bytes:
         """The DKIM-Signature field for ``message`` as ``domain`` (blocking: keep it off the loop)."""
         return signature_header(message, self.keys.active(domain))
 
     async def sign_async(self, message: bytes, domain: str) -> bytes:
-        return await asyncio.get_running_loop().run_in_executor(None, self.sign, message, domain)
+        return await workers.run(len(message), self.sign, message, domain)

@@ -1,16 +1,18 @@
-"""DKIM verification (RFC 6376 section 6) of every signature on a message, off the event loop.
+"""DKIM verification (RFC 6376 section 6) of every signature on a message.
 
-Two steps, so nothing blocks the loop and no thread waits on the network:
+Two steps, so no thread waits on the network:
 
 1. on the loop: find the DKIM-Signature fields in the header section, check
    their tags (a malformed one is ``permerror`` at once), and fetch each
    key record through mailtui's resolver (purpose ``DKIM``);
-2. in an executor thread: dkimpy's own verifier (``dkim.DKIM.verify``)
-   checks each signature, given the keys already fetched.
+2. on the loop for a small message, in a DKIM thread for a large one
+   (:mod:`.workers`): each signature is checked with the keys already
+   fetched - the common kind (rsa-sha256) by ``dkimrsa.py`` (dkimpy's parts,
+   OpenSSL's RSA), any other by dkimpy's own verifier (``dkim.DKIM.verify``).
 
 dkimpy's ``dkim.asyncsupport`` would do the lookups through aiodns (another
-resolver, outside the DNS log) and hash the body on the loop; this keeps the
-one resolver and the loop free. Results use RFC 8601's words: ``pass``,
+resolver, outside the DNS log) and hash every body on the loop; this keeps
+the one resolver, and large bodies off the loop. Results use RFC 8601's words: ``pass``,
 ``fail`` (the signature does not match), ``permerror`` (malformed signature
 or key, no key), ``temperror`` (the key could not be fetched now).
 """
@@ -25,8 +27,10 @@ from dataclasses import dataclass
 import dkim
 from dkim.util import InvalidTagValueList, parse_tag_value
 
-from ..dns.resolver import DnsError, Resolver
+from ..dns.resolver import Answer, DnsError, Resolver
 from ..wire import header_section, printable
+from . import workers
+from .dkimrsa import rsa_key, verify_common
 
 MAX_SIGNATURES = 5          # more are not checked (each costs a lookup and a body hash)
 MAX_SIGNED_FIELDS = 64      # h= longer than this is refused as permerror (dkimpy's matching is quadratic)
@@ -62,6 +66,9 @@ async def verify_dkim(message: bytes, resolver: Resolver, *, timeout: float = 20
     signatures = find_signatures(message)
     if not signatures:
         return []
+    cached = _from_cache(message, signatures, resolver)
+    if cached is not None:
+        return cached
     names = sorted({s.key_name for s in signatures if not s.error})
     try:
         answers = await asyncio.wait_for(
@@ -69,12 +76,30 @@ async def verify_dkim(message: bytes, resolver: Resolver, *, timeout: float = 20
     except asyncio.TimeoutError:
         answers = [DnsError("4.4.3", "DKIM key lookups timed out")] * len(names)
     keys = dict(zip(names, answers))
-    loop = asyncio.get_running_loop()
     try:
-        return await asyncio.wait_for(loop.run_in_executor(None, check_signatures, message, signatures, keys),
-                                      timeout)
+        work = len(message) * len(signatures)             # each signature hashes the body again
+        return await asyncio.wait_for(workers.run(work, check_signatures, message, signatures, keys), timeout)
     except asyncio.TimeoutError:
         return [DkimResult("temperror", s.domain, s.selector, "verification timed out") for s in signatures]
+
+
+def dkim_from_cache(message: bytes, resolver: Resolver) -> list[DkimResult] | None:
+    """The results if every key is cached and the message small enough to check here and now, else None.
+
+    Nothing to wait for, so nothing to hand to the loop or to a thread: a
+    sender that writes often is checked without a single hand-off.
+    """
+    signatures = find_signatures(message)
+    return _from_cache(message, signatures, resolver) if signatures else []
+
+
+def _from_cache(message: bytes, signatures: list[_Signature], resolver: Resolver) -> list[DkimResult] | None:
+    names = sorted({s.key_name for s in signatures if not s.error})
+    if len(message) * len(signatures) > workers.INLINE_MAX or \
+            any(resolver.cached(name, "TXT") is None for name in names):
+        return None
+    keys = {name: _key(resolver.peek(name, "TXT", purpose="DKIM")) for name in names}
+    return check_signatures(message, signatures, keys)
 
 
 def find_signatures(message: bytes) -> list[_Signature]:
@@ -114,10 +139,13 @@ def _parse(index: int, value: bytes) -> _Signature:
 async def _fetch_key(resolver: Resolver, name: str) -> bytes | None | DnsError:
     """The key record at ``name`` (the first, if several), None if there is none, or the DNS error."""
     try:
-        records = await resolver.txt(name, purpose="DKIM")
+        return _key(await resolver.lookup(name, "TXT", purpose="DKIM"))
     except DnsError as exc:
         return exc
-    return records[0] if records else None
+
+
+def _key(answer: Answer | None) -> bytes | None:
+    return answer.values[0] if answer is not None and answer.values else None
 
 
 def check_signatures(message: bytes, signatures: list[_Signature],
@@ -151,9 +179,12 @@ def _verifier(message: bytes) -> dkim.DKIM | str:
 
 def _verify_one(verifier: dkim.DKIM, signature: _Signature, key: bytes) -> tuple[str, str]:
     try:
-        dkim.evaluate_pk(signature.key_name.encode(), key)
+        rsa_key(key)                          # dkimpy's checks of the record, parsed once per record
     except (dkim.DKIMException, ValueError, TypeError) as exc:
         return "permerror", f"bad key record ({_text(exc)})"
+    common = verify_common(verifier, signature.index, key, MIN_KEY_BITS)
+    if common is not None:
+        return common
     try:
         ok = verifier.verify(signature.index, dnsfunc=lambda name, timeout=5: key)
     except dkim.ValidationError as exc:       # body hash mismatch, expired ...

@@ -4,6 +4,18 @@
 its Maildir and every remote recipient is in the spool, all fsync'd. Only
 then may the SMTP session say 250. Any storage failure raises
 :class:`StorageError`, which the session turns into a 4xx.
+
+A message sender authentication quarantined goes to the mailbox's Junk
+folder when it has one - IMAP makes it at its owner's first login - and to
+INBOX otherwise, where a POP3 reader sees it (tagged X-Mailtui-Quarantine
+either way).
+
+The spool copy is DKIM-signed here, once, before it is written (the
+:class:`MessageSigner` decides whether the message is ours to sign): every
+delivery attempt sends the same signed bytes. Local copies are stored as
+received, unsigned, also when the message has remote recipients too: a
+signature proves a message to other receivers, and the local ones need not
+wait for it.
 """
 
 from __future__ import annotations
@@ -14,11 +26,13 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from ..events import DeliveredLocal, EventBus, Queued
+from ..events import DeliveredLocal, EventBus, Notice, Queued
 from ..store.db import Store
 from ..store.maildir import Maildirs
-from ..store.queue import Queue, new_id
+from ..store.mailboxes import DELIMITER
+from ..store.queue import Queue, QueueItem, new_id
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +54,7 @@ class Envelope:
     body_8bit: bool = False
     peer: str = ""
     helo: str = ""
+    quarantine: bool = False                 # for the Junk folder (sender authentication said so)
 
     @property
     def recipients(self) -> list[str]:
@@ -53,22 +68,33 @@ def storage_reply(exc: OSError) -> str:
     return "451 4.3.0 Local error in processing: cannot store the message"
 
 
+class MessageSigner(Protocol):
+    async def signature(self, sender: str, message: bytes) -> bytes:
+        """The DKIM-Signature field to put on top of ``message``, or b"" when it is not ours to sign."""
+
+
+JUNK = DELIMITER + "Junk"     # quarantined mail goes there if the mailbox has it (its owner uses IMAP)
+SIGNING_FAILED = "451 4.3.0 Local error in processing: cannot DKIM-sign the message"
+
+
 class Intake:
-    def __init__(self, *, maildirs: Maildirs, queue: Queue, bus: EventBus, store: Store | None = None):
+    def __init__(self, *, maildirs: Maildirs, queue: Queue, bus: EventBus, store: Store | None = None,
+                 signer: MessageSigner | None = None):
         self.maildirs = maildirs
         self.queue = queue
         self.bus = bus
         self.store = store
+        self.signer = signer
+        self._signing_problem = ""
 
     async def accept(self, envelope: Envelope, data: bytes, *, msg_id: str | None = None) -> str:
         """Store ``data`` for every recipient durably; returns the message id."""
         msg_id = msg_id or new_id()
         try:
-            jobs = [self.maildirs.deliver(key, data) for key in envelope.local]
+            folder = JUNK if envelope.quarantine else ""
+            jobs = [self.maildirs.deliver(key, data, folder=folder) for key in envelope.local]
             if envelope.remote:
-                jobs.append(self.queue.enqueue(
-                    envelope.sender, envelope.remote, data, msg_id=msg_id, peer=envelope.peer,
-                    helo=envelope.helo, smtputf8=envelope.smtputf8, body_8bit=envelope.body_8bit))
+                jobs.append(self._spool(envelope, data, msg_id))
             results = await asyncio.gather(*jobs, return_exceptions=True)
         except OSError as exc:  # pragma: no cover - gather collects them
             raise StorageError(storage_reply(exc)) from exc
@@ -87,8 +113,25 @@ class Intake:
                                               "recipient": key, "result": "delivered", "where": "local"})
         if envelope.remote:
             self.bus.publish(Queued(msg_id=msg_id, sender=envelope.sender,
-                                    recipients=tuple(envelope.remote), size=len(data)))
+                                    recipients=tuple(envelope.remote), size=results[-1].size))
         return msg_id
+
+    async def _spool(self, envelope: Envelope, data: bytes, msg_id: str) -> QueueItem:
+        """The queue entry for the remote recipients: signed once, here, then written durably."""
+        if self.signer is not None:
+            try:
+                data = await self.signer.signature(envelope.sender, data) + data
+            except Exception as exc:  # a key that cannot be read or made: the client tries again later
+                log.error("DKIM signing of %s failed: %s", msg_id, exc)
+                if str(exc) != self._signing_problem:     # said once, not for every message
+                    self._signing_problem = str(exc)
+                    self.bus.publish(Notice(level="error", text=f"DKIM signing failed ({exc}); relayed "
+                                                                "mail is refused with 451 until it is fixed"))
+                raise StorageError(SIGNING_FAILED) from exc
+            self._signing_problem = ""
+        return await self.queue.enqueue(
+            envelope.sender, envelope.remote, data, msg_id=msg_id, peer=envelope.peer,
+            helo=envelope.helo, smtputf8=envelope.smtputf8, body_8bit=envelope.body_8bit)
 
     async def _undo(self, results: list) -> None:
         """Remove the copies that were stored when another one failed.

@@ -2,17 +2,18 @@
 
 Every message gets the protocol checks of :func:`protocol_refusal` (a mail
 loop, a line over 998 octets). Then the service's own :class:`MessageCheck`\\ s
-run, in order (``SessionRules.message_checks``): this is where sender
-authentication (SPF, DKIM, DMARC) will look at mail from unregistered peers,
-refuse it or add a header. Last, :func:`received_header` is put on top, and
-only then does intake store the message.
+run, in order (``SessionRules.message_checks``): sender authentication
+(``senderauth.py``: SPF, DKIM, DMARC on mail from outside) refuses a message,
+adds a header, rewrites it (forged Authentication-Results removed) or marks
+it for quarantine. Last, :func:`received_header` is put on top, and only
+then does intake store the message.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.utils import formatdate
 from typing import Protocol
 
@@ -71,10 +72,12 @@ class Arrival:
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """A check's answer: refuse the message, or accept it, maybe with header lines to add."""
+    """A check's answer: refuse the message, or accept it, maybe changed, marked or with header lines to add."""
 
     refusal: SmtpReply | None = None
     header: bytes = b""             # complete CRLF-terminated lines, put below our Received header
+    body: bytes | None = None       # the message rewritten (the next check sees it); None = unchanged
+    quarantine: bool = False        # for the mailbox's Junk folder, not its inbox
 
 
 class MessageCheck(Protocol):
@@ -82,14 +85,18 @@ class MessageCheck(Protocol):
 
 
 async def run_checks(checks: Iterable[MessageCheck], message: Arrival) -> Verdict:
-    """Run ``checks`` in order: the first refusal wins; the headers of the others add up."""
-    header = b""
+    """Run ``checks`` in order: the first refusal wins; headers add up, rewrites and quarantine carry on."""
+    header, body, quarantine = b"", None, False
     for check in checks:
         verdict = await check(message)
         if verdict.refusal is not None:
             return verdict
         header += verdict.header
-    return Verdict(header=header)
+        quarantine = quarantine or verdict.quarantine
+        if verdict.body is not None:
+            body = verdict.body
+            message = replace(message, body=body)
+    return Verdict(header=header, body=body, quarantine=quarantine)
 
 
 # -- our trace header ---------------------------------------------------------------

@@ -419,8 +419,10 @@ class SmtpSession(Engine):
         if verdict.refusal is not None:
             await self._refuse("data", verdict.refusal)
             return
+        body = body if verdict.body is None else verdict.body
         envelope = Envelope(sender=sender, local=tx.local, remote=tx.remote, smtputf8=tx.smtputf8,
-                            body_8bit=tx.body_8bit or not body.isascii(), peer=self.ip, helo=self.helo)
+                            body_8bit=tx.body_8bit or not body.isascii(), peer=self.ip, helo=self.helo,
+                            quarantine=verdict.quarantine)
         msg_id = new_id()
         protocol = with_protocol(extended=self.session.extended_smtp, tls=self.tls, authenticated=bool(self.login))
         trace = received_header(helo=self.helo, ip=self.ip, hostname=self.hostname, protocol=protocol,

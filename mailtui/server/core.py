@@ -28,9 +28,14 @@ from ..admin.verbs import Admin
 from ..config import Config
 from ..dns.resolver import Resolver
 from ..events import EventBus, ListenerFailed, ListenerStarted, Notice, RegistryChanged
+from ..mailauth.dkimkeys import DkimKeyError, DkimKeys
+from ..mailauth.dkimsign import DkimSigner
+from ..mailauth.verdict import AuthPolicy
 from ..receive.intake import Envelope, Intake
 from ..receive.listen import listen
 from ..receive.policy import Policy
+from ..receive.rules import InboundRules
+from ..receive.senderauth import SenderAuth
 from ..receive.smtp import SmtpContext
 from ..receive.submission import SubmissionRules
 from ..send.attempt import TransferAgent
@@ -202,16 +207,22 @@ class Core:
         self.tls_context = server_context(cfg)
         self.policy = Policy(cfg, self.registry)
         self.logins = LoginThrottle()  # one count of failed logins for every protocol
-        self.intake = Intake(maildirs=self.maildirs, queue=self.queue, bus=self.bus, store=self.store)
+        self.signer = await self._dkim_signer()
+        self.intake = Intake(maildirs=self.maildirs, queue=self.queue, bus=self.bus, store=self.store,
+                             signer=self.signer)
         self.resolver = Resolver(cfg.dns.nameservers, cfg.dns.timeout, bus=self.bus, store=self.store)
         transfer = TransferAgent(config=cfg, queue=self.queue, resolver=self.resolver, bus=self.bus,
                                  submit=self.submit, store=self.store)
         self.delivery = Scheduler(config=cfg, queue=self.queue, bus=self.bus, transfer=transfer)
         self.admin = Admin(registry=self.registry, queue=self.queue, maildirs=self.maildirs,
                            delivery=self.delivery, bus=self.bus, status=self.status)
+        sender_auth = SenderAuth(self.resolver, cfg.server.hostname, AuthPolicy.from_config(cfg.auth),
+                                 check=cfg.auth.check_inbound)
+        rules = InboundRules(self.policy, auth_requires_tls=cfg.smtp.auth_require_tls,
+                             message_checks=(sender_auth,))
         self.smtp = SmtpContext(config=cfg, registry=self.registry, policy=self.policy, intake=self.intake,
                                 bus=self.bus, store=self.store, tls_context=self.tls_context,
-                                logins=self.logins)
+                                logins=self.logins, rules=rules)
         self.submission = SmtpContext(config=cfg, registry=self.registry, policy=self.policy, intake=self.intake,
                                       bus=self.bus, store=self.store, tls_context=self.tls_context,
                                       logins=self.logins, rules=SubmissionRules(self.policy), proto="submission")
@@ -256,6 +267,19 @@ class Core:
         self.started = True
         if len(self.queue):
             self._notice(f"{len(self.queue)} queued message(s) picked up from the spool", "info")
+
+    async def _dkim_signer(self) -> DkimSigner | None:
+        """The signer of the intake, each local domain's key made now (in a thread: RSA takes a while)."""
+        cfg = self.config
+        if not cfg.dkim.sign:
+            return None
+        signer = DkimSigner(DkimKeys(cfg.server.data_dir, cfg.dkim.selector), cfg.is_local_domain)
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, signer.prepare, cfg.server.local_domains)
+        except (DkimKeyError, OSError) as exc:
+            self._notice(f"DKIM key: {exc}; relayed mail of that domain is refused (451) until it is fixed",
+                         "error")
+        return signer
 
     def _tls_server(self, handler):
         """A listener factory for implicit TLS (RFC 8314: IMAP 993, POP3 995)."""

@@ -70,7 +70,9 @@ class Maildirs:
             self._known.add(path)
         return path
 
-    def _write_tmp(self, box: Path, data: bytes) -> tuple[Path, Path]:
+    def _write_tmp(self, box: Path, data: bytes, folder: str = "") -> tuple[Path, Path]:
+        if folder and os.path.isdir(box / folder / "cur"):
+            box = box / folder
         name = unique_name(len(data))
         tmp = box / "tmp" / name
         write_file(tmp, data)
@@ -78,12 +80,16 @@ class Maildirs:
         os.rename(tmp, final)
         return tmp, final
 
-    async def deliver(self, key: str, data: bytes) -> Path:
-        """Store ``data`` in mailbox ``key`` durably; returns the file's path."""
+    async def deliver(self, key: str, data: bytes, *, folder: str = "") -> Path:
+        """Store ``data`` in mailbox ``key`` durably; returns the file's path.
+
+        ``folder`` is a Maildir++ subfolder (``.Junk``) to deliver to if the
+        mailbox has it; if not, the message goes to INBOX.
+        """
         box = self.ensure(key)
         loop = asyncio.get_running_loop()
-        _, final = await loop.run_in_executor(None, self._write_tmp, box, data)
-        await self._syncer.sync(box / "new")
+        _, final = await loop.run_in_executor(None, self._write_tmp, box, data, folder)
+        await self._syncer.sync(final.parent)
         return final
 
     def deliver_sync(self, key: str, data: bytes) -> Path:

@@ -101,3 +101,14 @@ def test_received_header(helo, ip, recipients, first_line, for_part):
     assert ("\tfor <bob@localhost>;" in lines) is for_part
     assert re.fullmatch(r"\t\w{3}, \d{2} \w{3} \d{4} \d{2}:\d{2}:\d{2} [+-]\d{4}", lines[-2])
     assert header.endswith("\r\n") and lines[-1] == ""
+
+
+async def test_a_rewrite_is_what_the_next_check_sees_and_quarantine_carries_on():
+    seen: list = []
+    rewritten = b"Subject: x\r\n\r\nrewritten\r\n"
+    checks = [check(Verdict(body=rewritten, header=b"A: 1\r\n"), seen),
+              check(Verdict(quarantine=True), seen), check(Verdict(), seen)]
+    verdict = await run_checks(checks, ARRIVAL)
+    assert verdict == Verdict(header=b"A: 1\r\n", body=rewritten, quarantine=True)
+    assert [m.body for m in seen] == [ARRIVAL.body, rewritten, rewritten]
+    assert (await run_checks([check(Verdict(), [])], ARRIVAL)).body is None      # unchanged: no copy

@@ -34,6 +34,7 @@ from textual.worker import Worker, WorkerState
 
 from ... import __version__
 from ...config import Config
+from ...dns.resolver import Resolver
 from ...events import Event, EventBus, ListenerFailed, Notice
 from ...server.core import Core
 from ...server.snapshot import history_rows
@@ -41,6 +42,7 @@ from .attached import AttachedServer
 from .backend import MailServer, ServerFactory
 from .batch import PANELS, TICK, Batcher, Frame, HistoryLoaded
 from .dialogs import ConfirmDialog, HelpScreen
+from .dialogs.dnsrecords import DnsRecordsScreen
 from .keys import TypeAhead
 from .lifecycle import ServerLifecycle
 from .model import MAX_ROWS, ConsoleModel
@@ -368,6 +370,12 @@ class MailtuiApp(AdminWorkflows, TypeAhead):
         target = {"connections": "#connections-table", "clients": "#clients-table", "dns": "#dns-table",
                   "queue": "#queue-table", "log": "#log-tab"}[panel]
         self.query_one(target).focus()
+
+    def on_dns_panel_show_records(self, message: DnsPanel.ShowRecords) -> None:
+        # The server's own resolver when it runs here; attached to another process, one of our own.
+        resolver = getattr(self.core, "resolver", None) or Resolver(self.config.dns.nameservers,
+                                                                     self.config.dns.timeout)
+        self.push_screen(DnsRecordsScreen(self.config, resolver))
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):

@@ -53,7 +53,8 @@ def session_rows(rows: Iterable[dict]) -> list[SessionRow]:
 def dns_lookups(rows: Iterable[dict]) -> list[StoredLookup]:
     return [StoredLookup(at=_at(row), name=str(row.get("name", "")), rtype=str(row.get("type", "")),
                          answer=tuple(map(str, row.get("answer") or ())), rcode=str(row.get("rcode", "")),
-                         duration=float(row.get("duration") or 0.0), cached=bool(row.get("cached")))
+                         duration=float(row.get("duration") or 0.0), cached=bool(row.get("cached")),
+                         purpose=str(row.get("purpose") or ""))
             for row in rows if isinstance(row, dict)]
 
 

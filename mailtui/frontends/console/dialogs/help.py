@@ -19,7 +19,7 @@ KEYS = (
          "s sort by the next column, S reverse (or click a header)"),
     ("Connections", "r register the selected address as a client · f refused sessions only"),
     ("Clients", "a add a client · e edit · d remove · m add a mailbox · p set its password"),
-    ("DNS", "c hide answers served from the cache"),
+    ("DNS", "c hide answers served from the cache · r the records to publish, checked now"),
     ("Queue", "r retry now · R retry all · b bounce to the sender · d delete · v or Enter view"),
     ("Log", "Enter shows a line in full, with the event's fields"),
     ("Forms", "Tab next field · Enter next or save · Ctrl+S save · Esc cancel"),

@@ -8,6 +8,7 @@ from typing import Sequence
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.message import Message
 from textual.reactive import reactive
 
 from ....events import DnsLookup
@@ -23,6 +24,7 @@ COLUMNS = (
     Column("time", "Time", 8, sort=lambda e: e.at),
     Column("name", "Name", 22),
     Column("type", "Type", 4),
+    Column("purpose", "Purpose", 7),
     Column("rcode", "Rcode", 8),
     Column("answer", "Answer", 16, flex=True),
     Column("took", "Took", 7, justify="right", sort=lambda e: -1.0 if e.cached else e.duration),
@@ -46,6 +48,7 @@ def _dns_cells(event: DnsLookup) -> dict[str, Cell]:
         "time": clock_time(event.at),
         "name": event.name,
         "type": event.rtype,
+        "purpose": event.purpose or Text("—", style="dim"),
         "rcode": rcode_text(event.rcode),
         "answer": Text(printable(answer)) if answer else Text("—", style="dim"),
         "took": Text("—", style="dim") if event.cached else f"{event.duration * 1000:.0f} ms",
@@ -57,13 +60,18 @@ def lookup_fields(event: DnsLookup) -> list[tuple[str, str | Text]]:
     """Everything the DNS panel knows of a lookup, for its detail view."""
     at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event.at))
     took = "answered from the cache" if event.cached else f"{event.duration * 1000:.1f} ms from the nameserver"
-    return [("Question", f"{event.name} {event.rtype}"), ("Rcode", rcode_text(event.rcode)),
+    return [("Question", f"{event.name} {event.rtype}"), ("Purpose", event.purpose or Text("—", style="dim")),
+            ("Rcode", rcode_text(event.rcode)),
             ("Answer", "\n".join(printable(a) for a in event.answer) or Text("none", style="dim")),
             ("Took", took), ("Time", at)]
 
 
 class DnsPanel(TablePanel):
-    BINDINGS = [Binding("c", "hide_cached", "Hide cached"), *table_bindings()]
+    BINDINGS = [Binding("c", "hide_cached", "Hide cached"), Binding("r", "records", "Records to publish"),
+                *table_bindings()]
+
+    class ShowRecords(Message):
+        """Open the DNS records screen (what ``mailtui dns`` checks)."""
 
     hide_cached: reactive[bool] = reactive(False, init=False)
 
@@ -74,7 +82,7 @@ class DnsPanel(TablePanel):
     def compose(self) -> ComposeResult:
         yield LiveTable(COLUMNS, dns_cells, key=id, tail=True,
                         version=lambda e: (e.at, e.name, e.rtype, e.rcode, e.duration, e.cached),
-                        empty="No DNS lookups yet: they happen when mail leaves for other domains",
+                        empty="No DNS lookups yet: mail to other domains and from outside asks (r: records to publish)",
                         id="dns-table")
         yield FilterBar()
 
@@ -91,6 +99,9 @@ class DnsPanel(TablePanel):
 
     def copy_value(self, table: LiveTable, row: DnsLookup) -> tuple[str, str]:
         return "name", row.name
+
+    def action_records(self) -> None:
+        self.post_message(self.ShowRecords())
 
     def action_hide_cached(self) -> None:
         self.hide_cached = not self.hide_cached
