@@ -47,7 +47,7 @@ def test_a_session_on_an_implicit_tls_listener_starts_inside_tls(server):
         assert b"\r\n".join(client.retr(1)[1]) + b"\r\n" == MSG
         client.quit()
     finally:
-        listener.close()
+        server.call(listener.close)   # on its own loop: asyncio servers are not thread-safe
     server.wait_for(lambda: server.events_of(ConnectionClosed), what="the session's end")
     assert all(e.tls for e in server.events_of(SessionChanged))
     assert server.call(server.core.store.recent, "connections")[0]["tls"] is True
