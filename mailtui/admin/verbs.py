@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 from email.parser import BytesHeaderParser
 from email.policy import default as default_policy
-from typing import Any
+from typing import Any, Callable
 
 from ..events import EventBus, QueueChanged
 from ..store.maildir import Maildirs
@@ -24,12 +24,14 @@ class AdminError(Exception):
 
 class Admin:
     def __init__(self, *, registry: Registry, queue: Queue, maildirs: Maildirs,
-                 delivery: Any = None, bus: EventBus | None = None):
+                 delivery: Any = None, bus: EventBus | None = None,
+                 status: Callable[[], dict] | None = None):
         self.registry = registry
         self.queue = queue
         self.maildirs = maildirs
         self.delivery = delivery
         self.bus = bus
+        self._status = status
 
     def _publish(self, action: str, msg_id: str = "") -> None:
         if self.bus is not None:
@@ -73,6 +75,16 @@ class Admin:
 
     def queue_list(self) -> list[dict]:
         return [item.summary() for item in self.queue.items()]
+
+    def queue_status(self) -> dict:
+        """How many messages are queued, and whether the spool scan at start is still running."""
+        return {"queued": len(self.queue), "scanning": self.queue.scanning}
+
+    def status(self) -> dict:
+        """The running server's counts, queue and loop lag since the previous ``status`` call."""
+        if self._status is None:
+            raise AdminError("status needs the running server (start `mailtui serve`)")
+        return self._status()
 
     def queue_show(self, msg_id: str) -> dict:
         item = self._item(msg_id)
@@ -128,7 +140,8 @@ class Admin:
     # -- dispatch (control socket) ------------------------------------------------
 
     OPS = ("client_list", "client_add", "client_edit", "client_remove", "mailbox_list", "mailbox_add",
-           "mailbox_remove", "queue_list", "queue_show", "queue_flush", "queue_remove", "queue_bounce")
+           "mailbox_remove", "queue_list", "queue_status", "queue_show", "queue_flush", "queue_remove",
+           "queue_bounce", "status")
 
     async def call(self, op: str, args: dict) -> Any:
         if op not in self.OPS:

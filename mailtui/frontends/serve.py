@@ -1,9 +1,15 @@
-"""``mailtui serve``: the core, headless, with one printed line per event."""
+"""``mailtui serve``: the core, headless, with one printed line per event.
+
+Every ``status_every`` seconds, and at once on SIGUSR1, it also prints one
+status line (counts over the period, sessions open, queue size, event-loop
+lag p99 and max): the figures to watch in ``journalctl -u mailtui``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import time
 
 from rich.console import Console
@@ -16,7 +22,11 @@ from .errors import CliError
 from .loop import install_signal_handlers, run
 
 
-async def run_headless(config: Config, console: Console, stop: asyncio.Event | None = None) -> int:
+STATUS_EVERY = 60.0
+
+
+async def run_headless(config: Config, console: Console, stop: asyncio.Event | None = None,
+                       status_every: float = STATUS_EVERY) -> int:
     bus = EventBus()
     sub = bus.subscribe(maxsize=50_000)
     core = Core(config, bus=bus)
@@ -58,15 +68,46 @@ async def run_headless(config: Config, console: Console, stop: asyncio.Event | N
                 console.print(f"({sub.dropped} events not shown: output too slow)", style="dim")
                 sub.dropped = 0
 
-    task = asyncio.create_task(printer())
+    reporter = core.status_reporter()
+    status_now = asyncio.Event()
+
+    def print_status() -> None:
+        line = reporter.report().line()
+        if console.is_terminal:
+            console.print(line, style="dim", markup=False, soft_wrap=True)
+        else:
+            console.file.write(f"{time.strftime('%H:%M:%S')} {line}\n")
+            console.file.flush()
+
+    async def status_lines() -> None:
+        while True:
+            try:
+                async with asyncio.timeout(status_every):
+                    await status_now.wait()
+            except TimeoutError:
+                pass
+            status_now.clear()
+            print_status()
+
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGUSR1, status_now.set)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread (tests)
+        pass
+    tasks = [asyncio.create_task(printer()), asyncio.create_task(status_lines())]
     await asyncio.sleep(0)  # print the listener events first
     try:
         await stop.wait()
     finally:
         console.print("stopping ...", style="dim")
+        try:
+            loop.remove_signal_handler(signal.SIGUSR1)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass
         await core.stop()
         await asyncio.sleep(0)
-        task.cancel()
+        for task in tasks:
+            task.cancel()
         emit(sub.drain())
     return 0
 

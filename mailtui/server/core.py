@@ -1,10 +1,11 @@
 """The headless server: every part wired together in one asyncio loop.
 
 ``Core`` owns the data directory (an exclusive lock while it runs), opens the
-store, rebuilds the queue from the spool, binds the SMTP and POP3 listeners
-and runs the delivery loop and the batched store writer. Front ends
-(``mailtui serve``, the console) only start it, stop it, read its event bus
-and call :attr:`Core.admin`.
+store, rebuilds the queue from the spool (in the background: mail is
+accepted meanwhile), binds the SMTP and POP3 listeners and runs the delivery
+loop, the batched store writer and the loop-lag probe. Front ends
+(``mailtui serve``, the console) only start it, stop it, read its event bus,
+its status (:meth:`Core.status_reporter`) and call :attr:`Core.admin`.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from ..store.maildir import Maildirs
 from ..store.queue import Queue
 from ..store.safeio import DirSyncer
 from ..wire import hostport
+from .lag import LagProbe
+from .status import EventCounters, StatusReporter
 from .tls import server_context
 
 log = logging.getLogger(__name__)
@@ -86,8 +89,11 @@ class DataDirLock:
             self._fd = None
 
 
-def open_state(config: Config, bus: EventBus | None = None, on_problem=None):
-    """Open store, registry, maildirs and queue of a data directory (no network)."""
+def open_state(config: Config, bus: EventBus | None = None, on_problem=None, *, load_queue: bool = True):
+    """Open store, registry, maildirs and queue of a data directory (no network).
+
+    Without ``load_queue`` the queue starts empty, for :meth:`Queue.start_scan`.
+    """
     data_dir = config.server.data_dir
     store = Store(data_dir, log_caps={"connections": config.logs.max_connections,
                                       "dns": config.logs.max_dns,
@@ -102,7 +108,8 @@ def open_state(config: Config, bus: EventBus | None = None, on_problem=None):
     syncer = DirSyncer()
     maildirs = Maildirs(data_dir / "mail", syncer=syncer)
     queue = Queue(data_dir / "spool", store=store, syncer=syncer, on_problem=on_problem)
-    queue.load()
+    if load_queue:
+        queue.load()
     return store, registry, maildirs, queue, syncer
 
 
@@ -114,6 +121,9 @@ class Core:
         self._lock = DataDirLock(config.server.data_dir)
         self._tasks: list[asyncio.Task] = []
         self.started = False
+        self.lag = LagProbe()
+        self.counters = EventCounters()
+        self.bus.add_listener(self.counters.on_event)
 
     def _notice(self, text: str, level: str = "warning") -> None:
         log.warning("%s", text)
@@ -131,7 +141,10 @@ class Core:
 
     async def _start(self) -> None:
         cfg = self.config
-        self.store, self.registry, self.maildirs, self.queue, _ = open_state(cfg, self.bus, self._notice)
+        self.lag.start()
+        self.store, self.registry, self.maildirs, self.queue, _ = open_state(cfg, self.bus, self._notice,
+                                                                            load_queue=False)
+        self._tasks.append(self.queue.start_scan(self._scanned))
         self.maildirs.ensure(cfg.postmaster_mailbox)
         self.tls_context = server_context(cfg)
         self.policy = Policy(cfg, self.registry)
@@ -140,8 +153,10 @@ class Core:
         self.resolver = Resolver(cfg.dns.nameservers, cfg.dns.timeout, bus=self.bus, store=self.store)
         self.delivery = DeliveryAgent(config=cfg, queue=self.queue, resolver=self.resolver, bus=self.bus,
                                       submit=self.submit, store=self.store)
+        self._control_status = self.status_reporter()
         self.admin = Admin(registry=self.registry, queue=self.queue, maildirs=self.maildirs,
-                           delivery=self.delivery, bus=self.bus)
+                           delivery=self.delivery, bus=self.bus,
+                           status=lambda: self._control_status.report().as_dict())
         self.smtp = SmtpContext(config=cfg, registry=self.registry, policy=self.policy, intake=self.intake,
                                 bus=self.bus, store=self.store, tls_context=self.tls_context,
                                 logins=self.logins)
@@ -164,8 +179,14 @@ class Core:
                                                name="store-flusher"))
         self._tasks.append(asyncio.create_task(self.delivery.run(), name="delivery"))
         self.started = True
-        if len(self.queue):
-            self._notice(f"{len(self.queue)} queued message(s) picked up from the spool", "info")
+
+    def _scanned(self, found: int, seconds: float) -> None:
+        if found:
+            self._notice(f"{found} queued message(s) picked up from the spool ({seconds:.1f}s)", "info")
+
+    def status_reporter(self) -> StatusReporter:
+        """A reader of the status (counts, queue, loop lag) since its previous report."""
+        return StatusReporter(self.counters, self.queue, self.lag)
 
     async def _bind(self, proto: str, ep, start) -> None:
         listener = Listener(proto, str(ep))
@@ -238,5 +259,6 @@ class Core:
             await self.control.stop()
         if hasattr(self, "store"):
             self.store.close()
+        self.lag.stop()
         self._lock.release()
         self.started = False
