@@ -128,6 +128,7 @@ class Queue:
         # Ids this process created or retired while a scan runs: whatever the
         # scan read of them is older than what the queue knows.
         self._live: set[str] | None = None
+        self._scan_started = 0.0
 
     # -- loading -----------------------------------------------------------------
 
@@ -150,6 +151,7 @@ class Queue:
         self._heap.clear()
         self.scanning = True
         self._live = set()
+        self._scan_started = time.time()
         return asyncio.create_task(self._scan(on_done), name="spool-scan")
 
     async def _scan(self, on_done: Callable[[int, float], None] | None) -> None:
@@ -172,6 +174,10 @@ class Queue:
         """Take what a scan found; returns the ids of finished entries whose files should go."""
         finished = []
         for f in found:
+            if f.kind == "temp":
+                if self._stale_temp(f):
+                    self._unlink(self.dir / f.name)
+                continue
             if f.msg_id in self._items or (self._live is not None and f.msg_id in self._live):
                 continue
             if f.kind == "entry":
@@ -188,9 +194,19 @@ class Queue:
             elif f.kind == "no-body":
                 self._on_problem(f"queue: {f.name} has no body; dropped")
                 self._unlink(self.dir / f.name)
-            else:  # a temp file cut off by a crash; a body written before its envelope (no 250 given)
+            else:  # a body written before its envelope: no 250 was given for it
                 self._unlink(self.dir / f.name)
         return finished
+
+    def _stale_temp(self, f: Found) -> bool:
+        """Is this temporary file left by a crash, or the save of a message in progress now?"""
+        if self._live is None:
+            return True                      # a blocking load: nothing else writes
+        if f.msg_id in self._live:
+            return False
+        if f.msg_id in self._items:          # found by this scan, so it may be being saved now
+            return f.data < self._scan_started - 1.0  # type: ignore[operator]
+        return True
 
     def _remove_many(self, ids: list[str]) -> None:
         for msg_id in ids:

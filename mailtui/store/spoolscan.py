@@ -30,7 +30,7 @@ class Found:
     ``unreadable`` (an envelope that does not parse; ``error`` says why),
     ``no-body`` (an envelope whose body is gone), ``orphan-body`` (a body
     without an envelope: written before it, no 250 was given), ``temp`` (a
-    temporary file of a write).
+    temporary file of a write; ``data`` is its mtime).
     """
 
     kind: str
@@ -48,7 +48,10 @@ def id_of_temp(name: str) -> str:
 def classify(folder: Path, entry: os.DirEntry, parse: Callable[[dict], object]) -> Found | None:
     name = entry.name
     if name.startswith("."):
-        return Found("temp", id_of_temp(name), name)
+        try:
+            return Found("temp", id_of_temp(name), name, entry.stat().st_mtime)
+        except FileNotFoundError:   # the write it belonged to has finished
+            return None
     stem, ext = os.path.splitext(name)
     if ext == ".json":
         try:
