@@ -16,6 +16,7 @@ is true and ``len()`` counts what has been found so far.
 from __future__ import annotations
 
 import asyncio
+import gc
 import heapq
 import itertools
 import json
@@ -35,6 +36,15 @@ from .spoolscan import Found, SpoolScan
 log = logging.getLogger(__name__)
 
 PENDING_STATES = ("queued", "deferred")
+
+# Queue entries live long and form no reference cycles, yet the cyclic GC
+# walks every one of them in each full collection while the loop waits
+# (measured: 113 ms at 100,000 entries). After each FREEZE_EVERY entries the
+# scan adopts, gc.freeze() moves everything alive out of the collector's
+# reach (O(1)); refcounting still frees them when they leave the queue. The
+# price: a reference cycle that is alive (or uncollected) at that moment is
+# never collected. Small spools never freeze.
+FREEZE_EVERY = 16384
 
 
 _ID_PREFIX = secrets.randbits(12)
@@ -173,9 +183,15 @@ class Queue:
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         scan = SpoolScan(self.dir, QueueItem.from_json)
+        unfrozen = 0
         try:
             while not scan.done:
+                before = len(self._items)
                 finished = self._adopt(await loop.run_in_executor(None, scan.next_batch))
+                unfrozen += len(self._items) - before
+                if unfrozen >= FREEZE_EVERY:
+                    gc.freeze()
+                    unfrozen = 0
                 if finished:
                     await loop.run_in_executor(None, self._remove_many, finished)
         finally:
