@@ -11,6 +11,7 @@ scan finds later.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import smtplib
@@ -304,3 +305,22 @@ def test_the_server_accepts_mail_before_its_scan_ends_and_queue_list_says_so(tmp
     assert status["scanning"] is True and 1 <= status["queued"] <= 3
     assert len(after) == 7
     assert any("picked up from the spool" in getattr(e, "text", "") for e in server.events)
+
+
+async def test_a_big_scan_puts_its_entries_out_of_the_collectors_reach(tmp_path, monkeypatch):
+    from mailtui.store import queue as queue_mod
+    monkeypatch.setattr(queue_mod, "FREEZE_EVERY", 20)
+    for n in range(50):
+        spool_entry(tmp_path / "spool", f"Q{n:08d}")
+    store, queue = open_queue(tmp_path)
+    gc.unfreeze()
+    try:
+        await queue.start_scan()
+        assert len(queue) == 50 and gc.get_freeze_count() > 0
+        frozen = gc.get_freeze_count()
+        store2, small = open_queue(tmp_path / "small")
+        spool_entry(tmp_path / "small" / "spool", "ONE")
+        await small.start_scan()                                         # under FREEZE_EVERY: no freeze
+        assert len(small) == 1 and gc.get_freeze_count() <= frozen          # (freed ones leave it)
+    finally:
+        gc.unfreeze()
