@@ -295,6 +295,41 @@ class Bench:
             print_profile(f"{key}, event-loop thread, by inclusive time", sample, total, rows)
 
 
+def snapshot_code(args, base: Path) -> Path:
+    """The mailtui/ to measure: a copy taken now (edits during the run do not count), or the tree."""
+    import targets
+    args.code_state = code_state()
+    if args.live_code:
+        return REPO
+    code = base / "code"
+    shutil.copytree(REPO / "mailtui", code / "mailtui", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    targets.CODE = code
+    log(f"measuring a copy of mailtui/ taken now: {args.code_state}")
+    return code
+
+
+def write_json(path: Path, bench: Bench, rss: dict | None, load_start) -> None:
+    path.write_text(json.dumps({
+        "args": vars(bench.args), "loadavg_start": load_start,
+        "samples": {f"{k[0]}/{k[1]}": [asdict(s) | {"rate": s.rate, "cpu_ms": s.cpu_ms} for s in v]
+                    for k, v in bench.samples.items()},
+        "rss": rss}, indent=1))
+
+
+def print_report(console, bench: Bench, loads: list[Load], rss: dict | None, load_start) -> None:
+    args = bench.args
+    console.print(build_table(bench.samples, [l for l in loads if l.kind != "bigqueue"], args.vs_postfix,
+                              list(bench.trees), rss))
+    for load in (l for l in loads if l.kind == "bigqueue"):
+        empty, _ = median_sample(bench.samples.get((load.compare, "mailtui"), []))
+        console.print(big_queue_table(bench.samples, load.key, bench.mailtui_names,
+                                      empty["rate"] if empty else None, args.queue_size))
+    for note in environment_notes(args, bench.trees):
+        console.print(f"  {note}", style="dim", markup=False)
+    console.print(f"  Load average (1 min) at start {load_start[0]:.2f}, at end {os.getloadavg()[0]:.2f}.",
+                  style="dim")
+
+
 def progress_text(sample) -> str:
     if sample.error:
         return f"ERROR {sample.error}"
@@ -334,16 +369,7 @@ def main(argv=None) -> int:
     base.mkdir(parents=True, exist_ok=True)
     log(f"work folder {base} (data dirs are kept until the end: deleting thousands of files just before "
         f"creating thousands slows the creating)")
-    import targets
-    state = code_state()
-    code = REPO
-    if not args.live_code:
-        code = base / "code"
-        shutil.copytree(REPO / "mailtui", code / "mailtui",
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        targets.CODE = code
-        log(f"measuring a copy of mailtui/ taken now: {state}")
-    args.code_state = state
+    code = snapshot_code(args, base)
     import signal
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -365,28 +391,14 @@ def main(argv=None) -> int:
     finally:
         bench.close()
         if args.json:
-            Path(args.json).write_text(json.dumps({
-                "args": vars(args), "loadavg_start": load_start,
-                "samples": {f"{k[0]}/{k[1]}": [asdict(s) | {"rate": s.rate, "cpu_ms": s.cpu_ms} for s in v]
-                            for k, v in bench.samples.items()},
-                "rss": rss}, indent=1))
+            write_json(Path(args.json), bench, rss, load_start)
         if not args.keep and not args.workdir:
             log("removing the work folder")
             shutil.rmtree(base, ignore_errors=True)
     from rich.console import Console
     console = Console(width=200)
     if not args.profile_only:
-        trees = list(bench.trees)
-        console.print(build_table(bench.samples, [l for l in loads if l.kind != "bigqueue"], args.vs_postfix,
-                                  trees, rss))
-        for load in (l for l in loads if l.kind == "bigqueue"):
-            empty, _ = median_sample(bench.samples.get((load.compare, "mailtui"), []))
-            console.print(big_queue_table(bench.samples, load.key, bench.mailtui_names,
-                                          empty["rate"] if empty else None, args.queue_size))
-        for note in environment_notes(args, bench.trees):
-            console.print(f"  {note}", style="dim", markup=False)
-        console.print(f"  Load average (1 min) at start {load_start[0]:.2f}, at end {os.getloadavg()[0]:.2f}.",
-                      style="dim")
+        print_report(console, bench, loads, rss, load_start)
     failed = [f"{k[0]}/{k[1]}" for k, v in bench.samples.items() if any(s.error for s in v)]
     if failed:
         console.print(f"errors in: {', '.join(failed)}", style="red")
