@@ -3,13 +3,13 @@
 The spool is the truth (see ``queue.py``); this index is a view of it that
 tools can read without parsing thousands of envelopes. It is split into
 ``SHARDS`` TinyDB files by a hash of the queue id (``queue-index/00.json`` …
-``ff.json``, each ``{"queue": {doc_id: row}}``), and only shards with changed
-entries are rewritten, so the cost of a write follows the changes, not the
-size of the queue:
+``ff.json``, each ``{"queue": {doc_id: row}}``; an empty shard has no
+file), and only shards with changed entries are rewritten, so the cost of a
+write follows the changes, not the size of the queue:
 
-* on the event loop: one row per changed entry, made in slices that yield
-  to the loop (a flush of every entry of a 500,000-message queue never holds
-  the loop for more than a slice);
+* on the event loop: one row per changed entry, made in chunks of CHUNK
+  rows with a yield to the loop between them (a flush of every entry of a
+  500,000-message queue never holds the loop for more than one chunk);
 * in the executor: each dirty shard is read, patched and replaced atomically.
   A shard stays small (~2,000 rows at 500,000 entries) because a thread does
   not free the loop while it is inside one C call: ``json.loads`` of one
@@ -78,6 +78,13 @@ def read_shard(path: Path) -> dict[str, Row]:
 
 
 def write_shard(path: Path, rows: dict[str, Row]) -> None:
+    """Replace a shard atomically; a shard without rows is no file at all."""
+    if not rows:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        return
     doc = {TABLE: {str(n): row for n, row in enumerate(rows.values(), 1)}}
     atomic_write(path, json.dumps(doc, separators=(",", ":")).encode(), sync_dir=False, sync_file=False)
 
