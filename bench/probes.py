@@ -20,7 +20,6 @@ import time
 
 from common import log
 
-
 REPLY_TIMEOUT = 60.0
 
 
@@ -96,14 +95,14 @@ class _Thread:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._main, daemon=True)
 
-    def start(self) -> "_Thread":
+    def start(self) -> _Thread:
         self._thread.start()
         return self
 
     def _main(self) -> None:
         try:
             asyncio.run(self.run())
-        except Exception as exc:  # noqa: BLE001 - reported with the sample
+        except Exception as exc:
             self.error = f"{type(exc).__name__}: {exc}"
 
     async def run(self) -> None:

@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -28,8 +27,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import REPO, count_files, ensure_tools, log, settle_disk  # noqa: E402
-from report import big_queue_table, build_table, code_state, environment_notes, median_sample, print_profile  # noqa: E402
+from common import REPO, count_files, ensure_tools, log, settle_disk
+from report import (
+    big_queue_table,
+    build_table,
+    code_state,
+    environment_notes,
+    median_sample,
+    print_profile,
+)
 
 KiB = 1024
 
@@ -190,7 +196,13 @@ class Bench:
         return measure_big_queue(target, template, messages=self.args.messages, size=load.size, rcpt=MAILBOX)
 
     def measure(self, load: Load, target, sink, profile_to: Path | None):
-        from loads import fill_history, fill_maildir, maildir_reached, measure_pop3, measure_smtp
+        from loads import (
+            fill_history,
+            fill_maildir,
+            maildir_reached,
+            measure_pop3,
+            measure_smtp,
+        )
         from targets import MAILBOX, PASSWORD, SINK_DOMAIN
         n = self.args.messages
         spy = None
@@ -359,7 +371,9 @@ def main(argv=None) -> int:
     loads = [l for l in LOADS if (l.key in only if only is not None else l.default or args.big_queue and
                                   l.kind == "bigqueue") and (args.console or not l.console)]
     if args.console:
-        from targets import console_available  # (checks the work tree; the snapshot is a copy of it)
+        from targets import (
+            console_available,  # (checks the work tree; the snapshot is a copy of it)
+        )
         if not console_available():
             log("--console: mailtui/console does not exist yet; the console load is skipped")
             loads = [l for l in loads if not l.console]

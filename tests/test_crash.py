@@ -154,8 +154,8 @@ def test_sigkill_during_the_spool_scan_and_the_index_writes_loses_nothing(tmp_pa
 
     data = tmp_path / "data"
     port = free_port()
-    cfg_path = write_config(tmp_path / "c.toml", data, f'[dns]\nnameservers = ["127.0.0.1:1"]\ntimeout = 0.5\n'
-                            f'[delivery]\nretry_intervals = [3600]\n[logs]\nflush_interval = 0.1\n')
+    cfg_path = write_config(tmp_path / "c.toml", data, '[dns]\nnameservers = ["127.0.0.1:1"]\ntimeout = 0.5\n'
+                            '[delivery]\nretry_intervals = [3600]\n[logs]\nflush_interval = 0.1\n')
     cfg_path.write_text(cfg_path.read_text().replace('[smtp]\nlisten = ["127.0.0.1:0"]',
                                                      f'[smtp]\nlisten = ["127.0.0.1:{port}"]'))
     assert mailtui("client", "add", "loop", "--network", "127.0.0.0/8", config=cfg_path).returncode == 0

@@ -25,13 +25,23 @@ from harness import RunningServer
 from harness import make_config as harness_config
 from test_cli import mailtui, write_config
 from test_remote_delivery import LOOPBACKS, Dsns, make_config
+from tinydb import TinyDB
 
 from mailtui.dns.resolver import Resolver
 from mailtui.events import EventBus
 from mailtui.send.delivery import DeliveryAgent
 from mailtui.store import index as index_mod
 from mailtui.store.db import Store
-from mailtui.store.index import read_index, read_shard, shard_name, shard_of
+from mailtui.store.index import (
+    HEAD,
+    TAIL,
+    ShardDamaged,
+    read_index,
+    read_shard,
+    shard_name,
+    shard_of,
+    split_shard,
+)
 from mailtui.store.queue import Queue, QueueItem, RecipientState
 from mailtui.store.spoolscan import SpoolScan
 
@@ -91,6 +101,28 @@ def test_a_change_rewrites_only_its_shard(tmp_path):
     assert {name for name in after if after[name] != before[name]} == {shard_name(shard_of(item.id))}
     row = read_shard(folder / shard_name(shard_of(item.id)))[item.id]
     assert row["next_attempt"] == item.next_attempt and row["recipients"][0]["state"] == "deferred"
+    with TinyDB(folder / shard_name(shard_of(item.id)), access_mode="r") as db:   # any TinyDB reader
+        assert item.id in {doc["id"] for doc in db.table("queue").all()}
+
+
+ROW = b'{"id":"A1","sender":"x"}'
+
+
+@pytest.mark.parametrize("raw, rows", [
+    (b"", {}),
+    (HEAD + b'"1":' + ROW + TAIL, {"A1": ROW}),
+    (HEAD + b'"1":' + ROW + b',\n"2":{"id":"B2"}' + TAIL, {"A1": ROW, "B2": b'{"id":"B2"}'}),
+    (HEAD + b'"1":' + ROW, ShardDamaged),                                 # cut before its end
+    (HEAD + b'"1":{"id":"A1","sen' + TAIL, ShardDamaged),                 # a row cut
+    (HEAD + b'"1":{"sender":"x"}' + TAIL, ShardDamaged),                  # a row without its id first
+    (b"\x00garbage{{{", ShardDamaged),
+])
+def test_a_shard_is_split_into_rows_without_parsing_them(raw, rows):
+    if rows is ShardDamaged:
+        with pytest.raises(ShardDamaged):
+            split_shard(raw)
+    else:
+        assert split_shard(raw) == rows
 
 
 async def test_a_finished_entry_leaves_the_index(tmp_path):
@@ -208,7 +240,7 @@ async def test_the_scan_and_the_blocking_load_handle_every_kind_of_file(tmp_path
     spool = tmp_path / "spool"
     leftovers(spool)
     problems: list[str] = []
-    store, queue = open_queue(tmp_path, problems)
+    _, queue = open_queue(tmp_path, problems)
     if how == "load":
         queue.load()
     else:
@@ -312,13 +344,13 @@ async def test_a_big_scan_puts_its_entries_out_of_the_collectors_reach(tmp_path,
     monkeypatch.setattr(queue_mod, "FREEZE_EVERY", 20)
     for n in range(50):
         spool_entry(tmp_path / "spool", f"Q{n:08d}")
-    store, queue = open_queue(tmp_path)
+    _, queue = open_queue(tmp_path)
     gc.unfreeze()
     try:
         await queue.start_scan()
         assert len(queue) == 50 and gc.get_freeze_count() > 0
         frozen = gc.get_freeze_count()
-        store2, small = open_queue(tmp_path / "small")
+        _, small = open_queue(tmp_path / "small")
         spool_entry(tmp_path / "small" / "spool", "ONE")
         await small.start_scan()                                         # under FREEZE_EVERY: no freeze
         assert len(small) == 1 and gc.get_freeze_count() <= frozen          # (freed ones leave it)

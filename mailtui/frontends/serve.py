@@ -22,7 +22,6 @@ from .describe import describe, render
 from .errors import CliError
 from .loop import install_signal_handlers, run
 
-
 STATUS_EVERY = 60.0
 
 

@@ -65,8 +65,7 @@ class LagWindow:
 
     def add(self, late: float) -> None:
         self._seen += 1
-        if late > self._max:
-            self._max = late
+        self._max = max(self._max, late)
         if len(self._samples) < self.cap:
             self._samples.append(late)
         else:
