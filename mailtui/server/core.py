@@ -41,6 +41,8 @@ from .tls import server_context
 
 log = logging.getLogger(__name__)
 
+SCAN_GRACE = 1.0   # seconds start-up waits for the spool scan before listening anyway
+
 
 class AlreadyRunning(Exception):
     """Another mailtui process owns this data directory."""
@@ -144,7 +146,8 @@ class Core:
         self.lag.start()
         self.store, self.registry, self.maildirs, self.queue, _ = open_state(cfg, self.bus, self._notice,
                                                                             load_queue=False)
-        self._tasks.append(self.queue.start_scan(self._scanned))
+        scan = self.queue.start_scan(self._scanned)
+        self._tasks.append(scan)
         self.maildirs.ensure(cfg.postmaster_mailbox)
         self.tls_context = server_context(cfg)
         self.policy = Policy(cfg, self.registry)
@@ -163,6 +166,9 @@ class Core:
         self.pop3 = Pop3Server(config=cfg.pop3, hostname=cfg.server.hostname, registry=self.registry,
                                maildirs=self.maildirs, bus=self.bus, tls_context=self.tls_context,
                                store=self.store, logins=self.logins)
+        # A small spool is whole before the listeners open (most starts); a
+        # big one goes on in the background while mail is accepted.
+        await asyncio.wait([scan], timeout=SCAN_GRACE)
         loop = asyncio.get_running_loop()
         for ep in cfg.smtp.listen:
             await self._bind("smtp", ep, lambda h, p: loop.create_server(self.smtp.factory, h, p,
