@@ -3,7 +3,8 @@
 Measured, as the issue asks: the time from starting ``mailtui serve`` to the
 first accepted message; local delivery throughput (10 sessions × 4 KiB)
 right after that (while a background spool scan may still run) and again
-once the scan is over, to compare with an empty queue; peak RSS; the loop's
+once the scan and the index writes it caused are over, to compare with an
+empty queue; peak RSS; the loop's
 lag over the whole run (the server's ``status`` verb, from its start), and
 NOOP round trips on a session of their own (seen from outside, so trees
 without a lag probe are measured too).
@@ -44,17 +45,21 @@ def link_spool(template: Path, spool: Path) -> None:
     subprocess.run(["cp", "-al", str(template), str(spool)], check=True, timeout=1800)
 
 
-def wait_scan(target, started: float, timeout: float) -> float | None:
-    """Seconds from ``started`` until the server's spool scan ended; None if it has no such scan."""
+def wait_start_up(target, started: float, timeout: float) -> tuple[float | None, float | None]:
+    """Seconds from ``started`` until the server's spool scan ended, and until its queue index
+    had nothing left to write; None for a server without them."""
     deadline = time.perf_counter() + timeout
+    scanned = None
     while time.perf_counter() < deadline:
         status = target.control("queue_status")
         if status is None:
-            return None
-        if not status["scanning"]:
-            return time.perf_counter() - started
+            return None, None
+        if scanned is None and not status["scanning"]:
+            scanned = time.perf_counter() - started
+        if scanned is not None and not status.get("indexing"):
+            return scanned, time.perf_counter() - started
         time.sleep(0.2)
-    raise RuntimeError(f"the spool scan did not end within {timeout:.0f}s")
+    raise RuntimeError(f"the spool scan and its index writes did not end within {timeout:.0f}s")
 
 
 def measure_big_queue(target, template: Path, *, messages: int, size: int, rcpt: str) -> Sample:
@@ -74,8 +79,8 @@ def measure_big_queue(target, template: Path, *, messages: int, size: int, rcpt:
                               done=maildir_reached(new_dir, 1 + messages), timeout=timeout)
         status = target.control("queue_status")
         scanning_after_load = bool(status and status["scanning"])
-        scan_s = wait_scan(target, started, timeout=1800)
-        time.sleep(2.0)  # the index writes of the scan's last finds
+        scan_s, indexed_s = wait_start_up(target, started, timeout=1800)
+        time.sleep(2.0)
         done_before = sum(1 for _ in new_dir.iterdir())
         after = measure_smtp(target, messages=messages, sessions=10, size=size, rcpt=rcpt,
                              done=maildir_reached(new_dir, done_before + messages), timeout=timeout)
@@ -87,6 +92,7 @@ def measure_big_queue(target, template: Path, *, messages: int, size: int, rcpt:
                     after.error or during.error or noop.error, dict(after.extra))
     sample.extra.update({
         "first_s": round(first, 3), "scan_s": round(scan_s, 3) if scan_s is not None else None,
+        "indexed_s": round(indexed_s, 3) if indexed_s is not None else None,
         "rate_during_scan": during.rate if scanning_after_load else None, "rate_first_load": during.rate,
         "rss_kib": target.rss_kib(), "noop": noop.figures(),
         "lag": lag["lag"] if lag else None, "status": lag,

@@ -142,7 +142,7 @@ def big_queue_table(samples: dict, key: str, names: list[str], empty_rate: float
         noop = x.get("noop") or {}
         table.add_row(
             name, _mark(x["first_s"] <= t["first_s"], f"{x['first_s']:.1f}"),
-            f"{x['scan_s']:.1f}" if x.get("scan_s") is not None else "—",
+            f"{x['scan_s']:.1f} (+{x['indexed_s'] - x['scan_s']:.0f} index)" if x.get("scan_s") is not None else "—",
             f"{x['rate_during_scan']:,.0f}" if x.get("rate_during_scan") else "— (scan over)",
             f"{m['rate']:,.0f}", _mark(vs >= t["vs_empty"], f"{vs:.2f}×") if vs else "(needs local-10x4k)",
             _mark(m["rss_mib"] <= t["rss_mib"], f"{m['rss_mib']:.0f}"),

@@ -129,7 +129,9 @@ async def test_a_finished_entry_leaves_the_index(tmp_path):
     store, queue = open_queue(tmp_path)
     kept = await queue.enqueue("a@local.test", ["x@mx.test"], BODY)
     gone = await queue.enqueue("a@local.test", ["y@mx.test"], BODY)
+    assert queue.indexing
     await store.flush()
+    assert not queue.indexing
     assert {r["id"] for r in read_index(store.queue_index.folder)} == {kept.id, gone.id}
     await queue.finish(gone)
     unthrottle(store)

@@ -77,8 +77,9 @@ class Admin:
         return [item.summary() for item in self.queue.items()]
 
     def queue_status(self) -> dict:
-        """How many messages are queued, and whether the spool scan at start is still running."""
-        return {"queued": len(self.queue), "scanning": self.queue.scanning}
+        """How many messages are queued, whether the spool scan at start is still running, and
+        whether the queue index still has changes to write."""
+        return {"queued": len(self.queue), "scanning": self.queue.scanning, "indexing": self.queue.indexing}
 
     def status(self) -> dict:
         """The running server's counts, queue and loop lag since the previous ``status`` call."""

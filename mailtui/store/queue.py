@@ -425,6 +425,11 @@ class Queue:
 
     # -- the index -------------------------------------------------------------------
 
+    @property
+    def indexing(self) -> bool:
+        """Changes are waiting for the index (after a big scan, for a while)."""
+        return self._index is not None and self._index.dirty
+
     def _changed(self, msg_id: str) -> None:
         if self._index is not None:
             self._index.changed(msg_id)
