@@ -151,13 +151,14 @@ class AttachedLoad:
     """Everything attached to one target for one round; ``stop()`` returns the probe's figures."""
 
     def __init__(self, target, *, consoles: int = 3, browser: bool = True) -> None:
-        from targets import CODE, mailtui_env
-        env = mailtui_env()
-        self.parts: list = [PtyConsole(target.config, env, CODE) for _ in range(consoles)]
+        from targets import mailtui_env
+        code = target.code
+        env = mailtui_env(code=code)
+        self.parts: list = [PtyConsole(target.config, env, code) for _ in range(consoles)]
         if browser:
-            self.parts.append(BrowserTab(target.config, env, CODE))
+            self.parts.append(BrowserTab(target.config, env, code))
         self.probe = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--probe", str(target.config)],
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=CODE, env=env)
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=code, env=env)
         deadline = time.monotonic() + 60
         while not all(part.attached() for part in self.parts):
             if time.monotonic() > deadline:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from common import REPO, count_files, free_port, log, wait_port, which
+from common import count_files, free_port, log, wait_port, which
 
 SENDER = "bench@example.org"
 
@@ -53,19 +53,23 @@ def smtp_source(port: int, *, messages: int, sessions: int, size: int, rcpt: str
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
 
 
-def measure_smtp(target, *, messages: int, sessions: int, size: int, rcpt: str, done: Callable[[], bool],
-                 timeout: float, reuse: bool = False, poll: float = 0.01) -> Sample:
-    """Run smtp-source against ``target`` until ``done()`` says every message arrived.
+def measure_smtp(target, *, messages: int, sessions: int, size: int, rcpt: str, done: Callable[[int], bool],
+                 timeout: float, reuse: bool = False, poll: float = 0.01, probe: bool = True) -> Sample:
+    """Run smtp-source against ``target`` until ``done(extra)`` says every message arrived.
 
-    ``done`` is polled only after smtp-source has exited (every 250 has been
-    received), so the polling costs nothing while the load runs; its time
-    resolution is ``poll`` seconds.
+    With ``probe``, one more session (:class:`probes.SmtpProbe`) sends a
+    message every 10 ms while smtp-source runs and times end of DATA -> 250;
+    ``extra`` is how many it sent. ``done`` is polled only after smtp-source
+    has exited (every 250 has been received), so the polling costs nothing
+    while the load runs; its time resolution is ``poll`` seconds.
     """
+    from probes import SmtpProbe
     cpu0 = target.cpu()
     loop0 = _loop_cpu(target)
     t0 = time.perf_counter()
     proc = smtp_source(target.smtp_port, messages=messages, sessions=sessions, size=size, rcpt=rcpt,
                        reuse=reuse)
+    latency = SmtpProbe(target.smtp_port, rcpt, size).start() if probe else None
     deadline = t0 + timeout
     error = ""
     try:
@@ -75,9 +79,13 @@ def measure_smtp(target, *, messages: int, sessions: int, size: int, rcpt: str, 
                 break
             time.sleep(0.005)
         t_sent = time.perf_counter()
+        if latency is not None:
+            latency.stop()
+            error = error or (f"250-latency probe: {latency.error}" if latency.error else "")
+        extra_sent = latency.sent if latency is not None else 0
         if not error and proc.returncode != 0:
             error = (proc.stderr.read().decode(errors="replace").strip().splitlines() or ["?"])[-1]
-        while not error and not done():
+        while not error and not done(extra_sent):
             if time.perf_counter() > deadline:
                 error = "timeout waiting for delivery"
                 break
@@ -93,6 +101,9 @@ def measure_smtp(target, *, messages: int, sessions: int, size: int, rcpt: str, 
     t1 = time.perf_counter()
     cpu1 = target.cpu()
     extra = {"sent_s": round(t_sent - t0, 3)}
+    if latency is not None:
+        extra["latency"] = latency.figures()
+        extra["probe_messages"] = extra_sent
     if hasattr(target, "loop_cpu"):
         extra["loop_busy"] = (target.loop_cpu() - loop0) / (t1 - t0)
     return Sample(messages, t1 - t0, cpu1 - cpu0, target.peak_rss_kib(), error, extra)
@@ -102,8 +113,9 @@ def _loop_cpu(target) -> float:
     return target.loop_cpu() if hasattr(target, "loop_cpu") else 0.0
 
 
-def maildir_reached(new_dir: Path, count: int) -> Callable[[], bool]:
-    return lambda: count_files(new_dir) >= count
+def maildir_reached(new_dir: Path, count: int) -> Callable[[int], bool]:
+    """``done`` for local loads: ``count`` messages (plus the probe's) in the Maildir."""
+    return lambda extra: count_files(new_dir) >= count + extra
 
 
 # -- relay: DNS and sink ------------------------------------------------------------------
@@ -304,25 +316,32 @@ def fill_maildir(new_dir: Path, count: int, *, size: int = 4096, rcpt: str = "rc
         os.close(fd)
 
 
-def fill_spool(spool: Path, count: int, *, size: int = 4096) -> None:
-    """``count`` deferred messages for an unreachable domain, next try a week away."""
-    import sys
-    sys.path.insert(0, str(REPO))
-    from mailtui.store.db.queue import QueueItem, RecipientState, new_id
+def spool_envelope(msg_id: str, rcpt: str, size: int, now: float) -> dict:
+    """A deferred entry as mailtui's queue writes ``<id>.json`` (QueueItem.to_json).
 
+    Spelled out here rather than imported, so the same spool serves every
+    mailtui tree a run compares (--tree).
+    """
+    return {"id": msg_id, "sender": SENDER,
+            "recipients": [{"address": rcpt, "state": "deferred", "attempts": 1,
+                            "last_error": "connection refused", "status": "4.4.1", "diagnostic": "",
+                            "remote_mta": "", "updated": now - 600}],
+            "arrival": now - 3600, "next_attempt": now + 7 * 86400, "size": size, "attempts": 1,
+            "last_error": "connection refused", "peer": "127.0.0.1", "helo": "client.bench.test",
+            "smtputf8": False, "body_8bit": False, "dsn_sent": False}
+
+
+def fill_spool(spool: Path, count: int, *, size: int = 4096) -> None:
+    """``count`` deferred messages for an unreachable domain, next try a week away (no fsync)."""
     spool.mkdir(parents=True, exist_ok=True, mode=0o700)
     now = time.time()
+    stamp = f"{int(now * 1000) - 86_400_000:011X}"
     for i in range(count):
         rcpt = f"user{i}@history.test"
         data = message_bytes(i, size, rcpt)
-        msg_id = f"{new_id()}{i:06d}"
-        item = QueueItem(id=msg_id, sender=SENDER,
-                         recipients=[RecipientState(rcpt, state="deferred", attempts=1,
-                                                    last_error="connection refused", status="4.4.1",
-                                                    updated=now - 600)],
-                         arrival=now - 3600, next_attempt=now + 7 * 86400, size=len(data), attempts=1,
-                         last_error="connection refused", peer="127.0.0.1", helo="client.bench.test")
-        for name, blob in ((f"{msg_id}.eml", data), (f"{msg_id}.json", json.dumps(item.to_json()).encode())):
+        msg_id = f"{stamp}{i:07X}"
+        envelope = json.dumps(spool_envelope(msg_id, rcpt, len(data), now)).encode()
+        for name, blob in ((f"{msg_id}.eml", data), (f"{msg_id}.json", envelope)):
             fd = os.open(spool / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             os.write(fd, blob)
             os.close(fd)

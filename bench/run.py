@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """mailtui's throughput benchmark: one command, one table.
 
-    python bench/run.py [--quick] [--vs-postfix] [--console] [--messages N] [--rounds 3]
+    python bench/run.py [--quick] [--vs-postfix] [--tree DIR|REV] [--big-queue] [--messages N] [--rounds 3]
 
 Installs what it needs (Postfix's smtp-source/smtp-sink, dnsmasq, uvloop),
 starts ``mailtui serve`` on loopback with a fresh data_dir for every round,
-loads it with smtp-source, and prints msg/s, CPU per message and peak RSS for
-each load (medians of the rounds). With --vs-postfix a throwaway Postfix on
-loopback takes the same loads in the same run, interleaved round by round,
-and the table gives mailtui/Postfix ratios. See bench/README.md.
+loads it with smtp-source, and prints msg/s, CPU per message, peak RSS,
+event-loop lag and the end-of-DATA -> 250 latency for each load (medians of
+the rounds). With --vs-postfix a throwaway Postfix on loopback, and with
+--tree mailtui from another source tree, take the same loads in the same
+run, interleaved round by round, and the table gives the ratios. See
+bench/README.md.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -26,7 +27,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import REPO, count_files, ensure_tools, log, settle_disk  # noqa: E402
+from common import REPO, count_files, ensure_tools, log, settle_disk
+from report import (
+    big_queue_table,
+    build_table,
+    code_state,
+    environment_notes,
+    median_sample,
+    print_profile,
+)
 
 KiB = 1024
 
@@ -45,6 +54,7 @@ class Load:
     target: float = 0.0            # the issue's ratio target (0: none)
     console: bool = False
     output: str = "devnull"
+    default: bool = True           # in a run without --only
     attached: bool = False         # consoles and a browser tab attached to `serve` (bench/attached.py)
     delivery: str = ""             # extra lines for mailtui's [delivery] table
 
@@ -71,6 +81,8 @@ LOADS = [
          compare="local-10x4k", compare_word="headless", target=0.9, console=True),
     Load("attached-10x4k", "local 10×4 KiB, 3 consoles + 1 browser tab attached", "local", 10, 4 * KiB,
          postfix=False, compare="local-10x4k", compare_word="none attached", target=0.9, attached=True),
+    Load("bigq", "local 10×4 KiB, big deferred queue", "bigqueue", 10, 4 * KiB, postfix=False,
+         compare="local-10x4k", compare_word="empty queue", target=0.9, default=False),
 ]
 
 
@@ -84,12 +96,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--messages", type=int, help="messages per load (default 5,000; --quick 1,000)")
     p.add_argument("--rounds", type=int, help="rounds per load, medians reported (default 3; --quick 1)")
     p.add_argument("--history", type=int, default=50_000, help="messages of history for the *-hist loads")
+    p.add_argument("--tree", action="append", default=[], metavar="DIR|REV",
+                   help="also measure mailtui from another source tree: a directory holding mailtui/, or a git "
+                        "revision of this repository (extracted with git archive); repeatable")
+    p.add_argument("--big-queue", action="store_true", help="also run the big-queue load (bigq; I/O heavy)")
+    p.add_argument("--queue-size", type=int, default=500_000, help="deferred messages for the bigq load")
     p.add_argument("--rss-messages", type=int, help="messages for the RSS check (default 100,000; --quick 10,000)")
     p.add_argument("--imap", action="store_true", help="also the IMAP rows, beside Dovecot (bench/imap.py)")
-    p.add_argument("--only", metavar="KEYS", help="comma-separated load keys (see --list), plus 'rss'")
-    p.add_argument("--list", action="store_true", help="list the loads and exit")
     p.add_argument("--auth", action="store_true", help="only the sender-authentication loads (bench/authloads.py: "
                                                       "DKIM signing on relay, SPF+DKIM+DMARC checks at intake)")
+    p.add_argument("--only", metavar="KEYS", help="comma-separated load keys (see --list), plus 'rss'")
+    p.add_argument("--list", action="store_true", help="list the loads and exit")
     p.add_argument("--reuse", action="store_true", help="smtp-source -d: many messages per connection")
     p.add_argument("--loop", choices=("auto", "asyncio"), default="auto",
                    help="auto: uvloop when installed (what `mailtui serve` does); asyncio: MAILTUI_LOOP=asyncio")
@@ -122,11 +139,30 @@ class Bench:
         self.base = base
         self.samples: dict[tuple[str, str], list] = {}
         self.dns = None
-        self.registry_state: Path | None = None
+        self.codes: dict[str, Path] = {}          # target name -> folder holding mailtui/
+        self.trees: dict[str, str] = {}           # tree label -> what it is, for the notes
+        self.registry: dict[str, Path] = {}
 
-    def setup(self) -> None:
-        from targets import make_registry_template
-        self.registry_state = make_registry_template(self.base / "registry-template")
+    def setup(self, code: Path) -> None:
+        from targets import make_registry_template, tree_from_git
+        self.codes["mailtui"] = code
+        for spec in self.args.tree:
+            folder = Path(spec)
+            if (folder / "mailtui").is_dir():
+                label = folder.resolve().name
+                self.trees[label] = f"{folder.resolve()} ({code_state(folder.resolve())})"
+            else:
+                label = spec
+                folder = tree_from_git(spec, self.base / f"tree-{spec}")
+                self.trees[label] = f"git revision {spec} of {REPO}"
+            self.codes[f"tree {label}"] = folder.resolve()
+        for name, folder in self.codes.items():
+            self.registry[name] = make_registry_template(self.base / f"registry-{name.replace(' ', '-')}",
+                                                         code=folder)
+
+    @property
+    def mailtui_names(self) -> list[str]:
+        return list(self.codes)
 
     def dns_server(self):
         if self.dns is None:
@@ -143,18 +179,46 @@ class Bench:
         if name == "Postfix":
             return PostfixTarget(wd, sink_port=sink_port)
         dns_port = self.dns_server().port if load.kind == "relay" else None
-        return MailtuiTarget(wd, self.registry_state, dns_port=dns_port, sink_port=sink_port,
+        return MailtuiTarget(wd, self.registry[name], dns_port=dns_port, sink_port=sink_port,
                              console=load.console, output=load.output, loop=self.args.loop,
-                             delivery=load.delivery)
+                             code=self.codes[name], delivery=load.delivery)
 
     def run_one(self, load: Load, name: str, rnd: int, *, profile_to: Path | None = None):
-        from loads import Sink, fill_history, fill_maildir, maildir_reached, measure_pop3, measure_smtp
-        from targets import MAILBOX, PASSWORD, SINK_DOMAIN
-        n = self.args.messages
-        wd = self.base / (f"{load.key}-r{rnd}-{name.lower()}" + ("-profile" if profile_to else ""))
+        from loads import Sink
+        wd = self.base / (f"{load.key}-r{rnd}-{name.lower().replace(' ', '-')}" + ("-profile" if profile_to else ""))
         wd.mkdir(parents=True)
         sink = Sink(wd).start() if load.kind == "relay" else None
         target = self.make_target(name, load, wd / "server", sink.port if sink else None)
+        try:
+            if load.kind == "bigqueue":
+                sample = self.measure_big_queue(load, target)
+            else:
+                sample = self.measure(load, target, sink, profile_to)
+            if sample.error:
+                sample.error += " | " + target.error_output()[-300:].replace("\n", " ")
+        finally:
+            target.stop()
+            if sink is not None:
+                sink.stop()
+        sample.extra["loadavg"] = round(os.getloadavg()[0], 2)
+        return sample
+
+    def measure_big_queue(self, load: Load, target):
+        from bigqueue import measure_big_queue, spool_template
+        from targets import MAILBOX
+        template = spool_template(self.base, self.args.queue_size)
+        return measure_big_queue(target, template, messages=self.args.messages, size=load.size, rcpt=MAILBOX)
+
+    def measure(self, load: Load, target, sink, profile_to: Path | None):
+        from loads import (
+            fill_history,
+            fill_maildir,
+            maildir_reached,
+            measure_pop3,
+            measure_smtp,
+        )
+        from targets import MAILBOX, PASSWORD, SINK_DOMAIN
+        n = self.args.messages
         spy = attached = None
         try:
             baseline_new = 0
@@ -176,6 +240,8 @@ class Bench:
                 spy = PySpy(target.pid, profile_to)
                 time.sleep(0.5)
             timeout = max(180.0, n / 15)
+            control = getattr(target, "control", lambda op: None)
+            control("status")  # the lag window starts here
             if load.kind == "local":
                 sample = measure_smtp(target, messages=n, sessions=load.sessions, size=load.size, rcpt=MAILBOX,
                                       done=maildir_reached(target.maildir_new, baseline_new + n),
@@ -183,7 +249,8 @@ class Bench:
             elif load.kind == "relay":
                 sample = measure_smtp(target, messages=n, sessions=load.sessions, size=load.size,
                                       rcpt=f"rcpt@{SINK_DOMAIN}",
-                                      done=lambda: sink.count() >= n and target.queued() <= baseline_queue,
+                                      done=lambda extra: sink.count() >= n + extra
+                                      and target.queued() <= baseline_queue,
                                       timeout=timeout, reuse=self.args.reuse, poll=0.02)
                 if sample.error and sink is not None:
                     sample.error += f" (sink has {sink.count()}, queue {target.queued() - baseline_queue})"
@@ -193,17 +260,14 @@ class Bench:
                 left = count_files(target.maildir_new)
                 if not sample.error and left != baseline_new:
                     sample.error = f"{left - baseline_new} messages not deleted after QUIT"
-            if sample.error:
-                sample.error += " | " + target.error_output()[-300:].replace("\n", " ")
+            status = control("status")
+            if status is not None:
+                sample.extra["lag"] = status["lag"]
         finally:
-            lag = attached.stop() if attached is not None else {}
+            console_lag = attached.stop() if attached is not None else {}
             if spy is not None:
                 spy.stop()
-            target.stop()
-            if sink is not None:
-                sink.stop()
-        sample.extra.update(lag)
-        sample.extra["loadavg"] = round(os.getloadavg()[0], 2)
+        sample.extra.update(console_lag)
         return sample
 
     def run_load(self, load: Load, targets: list[str]) -> None:
@@ -211,14 +275,7 @@ class Bench:
             for name in targets:
                 sample = self.run_one(load, name, rnd)
                 self.samples.setdefault((load.key, name), []).append(sample)
-                status = f"ERROR {sample.error}" if sample.error else \
-                    f"{sample.rate:,.0f} msg/s, {sample.cpu_ms:.2f} ms CPU/msg" + (
-                        f", loop thread {sample.extra['loop_busy']:.0%} busy" if "loop_busy" in sample.extra else "") + (
-                        f", login {sample.extra['login_s']}s" if "login_s" in sample.extra else "") + (
-                        f", console lag p50 {sample.extra['lag_p50_s']}s p99 {sample.extra['lag_p99_s']}s max "
-                        f"{sample.extra['lag_max_s']}s over {sample.extra['lag_messages']} messages, "
-                        f"resyncs {sample.extra['resyncs']}" if "lag_p50_s" in sample.extra else "")
-                log(f"{load.key} round {rnd} {name}: {status} (load avg {sample.extra['loadavg']})")
+                log(f"{load.key} round {rnd} {name}: {progress_text(sample)} (load avg {sample.extra['loadavg']})")
 
     # -- the RSS check --
 
@@ -228,7 +285,7 @@ class Bench:
         total = self.args.rss_messages
         wd = self.base / "rss"
         wd.mkdir()
-        target = MailtuiTarget(wd / "server", self.registry_state, loop=self.args.loop)
+        target = MailtuiTarget(wd / "server", self.registry["mailtui"], loop=self.args.loop, code=self.codes["mailtui"])
         out = {"messages": total}
         try:
             settle_disk()
@@ -241,7 +298,7 @@ class Bench:
                 done_count += step
                 s = measure_smtp(target, messages=step, sessions=10, size=4 * KiB, rcpt=MAILBOX,
                                  done=maildir_reached(target.maildir_new, done_count),
-                                 timeout=max(300.0, step / 10), reuse=self.args.reuse, poll=0.05)
+                                 timeout=max(300.0, step / 10), reuse=self.args.reuse, poll=0.05, probe=False)
                 if s.error:
                     out["error"] = s.error
                     break
@@ -269,150 +326,62 @@ class Bench:
             print_profile(f"{key}, event-loop thread, by inclusive time", sample, total, rows)
 
 
-# -- output ---------------------------------------------------------------------------------------
-
-def median_sample(samples: list):
-    good = [s for s in samples if not s.error]
-    if not good:
-        return None, samples[0].error if samples else "no run"
-    rate = statistics.median(s.rate for s in good)
-    cpu = statistics.median(s.cpu_ms for s in good)
-    rss = max(s.peak_rss_kib for s in good)
-    spread = (max(s.rate for s in good) - min(s.rate for s in good)) / rate if len(good) > 1 and rate else 0.0
-    errors = len(samples) - len(good)
-    loop = statistics.median(s.extra.get("loop_busy", 0.0) for s in good)
-    return {"rate": rate, "cpu_ms": cpu, "rss_mib": rss / 1024, "spread": spread, "n": len(good),
-            "errors": errors, "loop": loop}, ""
+def snapshot_code(args, base: Path) -> Path:
+    """The mailtui/ to measure: a copy taken now (edits during the run do not count), or the tree."""
+    import targets
+    args.code_state = code_state()
+    if args.live_code:
+        return REPO
+    code = base / "code"
+    shutil.copytree(REPO / "mailtui", code / "mailtui", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    targets.CODE = code
+    log(f"measuring a copy of mailtui/ taken now: {args.code_state}")
+    return code
 
 
-def build_table(bench: Bench, loads: list[Load], with_postfix: bool, rss: dict | None):
-    from rich.table import Table
-    table = Table(title="mailtui benchmark", title_justify="left")
-    table.add_column("load")
-    table.add_column("mailtui msg/s", justify="right")
-    table.add_column("CPU ms/msg", justify="right")
-    table.add_column("peak RSS MiB", justify="right")
-    table.add_column("loop busy", justify="right")
-    table.add_column("spread", justify="right")
-    if with_postfix:
-        table.add_column("Postfix msg/s", justify="right")
-        table.add_column("Postfix CPU ms/msg", justify="right")
-    table.add_column("ratio", justify="right")
-    table.add_column("target", justify="right")
-    medians = {}
-    for load in loads:
-        m, err = median_sample(bench.samples.get((load.key, "mailtui"), []))
-        medians[load.key] = m
-        row = [load.label]
-        if m is None:
-            row += ["[red]error[/red]", "", "", "", ""]
-        else:
-            row += [f"{m['rate']:,.0f}", f"{m['cpu_ms']:.2f}", f"{m['rss_mib']:.0f}", f"{m['loop']:.0%}",
-                    f"±{m['spread'] * 50:.0f}%" if m["n"] > 1 else "1 run"]
-        ratio_text, target_text = "", ""
-        ratio = None
-        if with_postfix:
-            if load.postfix:
-                p, perr = median_sample(bench.samples.get((load.key, "Postfix"), []))
-                row += [f"{p['rate']:,.0f}", f"{p['cpu_ms']:.2f}"] if p else ["[red]error[/red]", ""]
-                if p and m:
-                    ratio = m["rate"] / p["rate"]
-                    ratio_text = f"{ratio:.2f}× Postfix"
-            else:
-                row += ["—", "—"]
-        if load.compare:
-            base = medians.get(load.compare)
-            if base and m:
-                ratio = m["rate"] / base["rate"]
-                ratio_text = f"{ratio:.2f}× {load.compare_word}"
-        if load.target and ratio is not None and (load.compare or with_postfix):
-            ok = ratio >= load.target
-            target_text = f"[{'green' if ok else 'red'}]≥ {load.target:.1f}× {'✓' if ok else '✗'}[/]"
-        elif load.target and not load.compare and not with_postfix:
-            target_text = f"≥ {load.target:.1f}× Postfix (needs --vs-postfix)"
-        row += [ratio_text, target_text]
-        table.add_row(*row)
-    if rss is not None:
-        first = rss.get("rss_after_1000")
-        last = rss.get(f"rss_after_{rss['messages']}")
-        if first and last:
-            growth = (last - first) / 1024
-            ok = growth <= 50
-            mark = f"[{'green' if ok else 'red'}]≤ 50 MiB {'✓' if ok else '✗'}[/]"
-            label = f"RSS after {rss['messages']:,} vs 1,000 msgs"
-            row = [label, f"{rss.get('rate_' + str(rss['messages']), 0):,.0f}", "",
-                   f"{last / 1024:.0f}", "", ""]
-            if with_postfix:
-                row += ["—", "—"]
-            row += [f"+{growth:.1f} MiB ({first / 1024:.0f}→{last / 1024:.0f})", mark]
-            table.add_row(*row)
-        else:
-            table.add_row("RSS check", f"[red]{rss.get('error', 'incomplete')}[/red]")
-    return table
+def write_json(path: Path, bench: Bench, rss: dict | None, load_start) -> None:
+    path.write_text(json.dumps({
+        "args": vars(bench.args), "loadavg_start": load_start,
+        "samples": {f"{k[0]}/{k[1]}": [asdict(s) | {"rate": s.rate, "cpu_ms": s.cpu_ms} for s in v]
+                    for k, v in bench.samples.items()},
+        "rss": rss}, indent=1))
 
 
-def print_profile(key: str, sample, total: int, rows) -> None:
-    from rich.console import Console
-    from rich.table import Table
-    t = Table(title=f"py-spy, {key}: {total} samples, {sample.rate:,.0f} msg/s while profiled "
-                    f"(loop thread busy {sample.extra.get('loop_busy', 0):.0%})",
-              title_justify="left")
-    t.add_column("function (file)")
-    t.add_column("self %", justify="right")
-    t.add_column("total %", justify="right")
-    for func, own, incl in rows:
-        t.add_row(func, f"{100 * own / total:.1f}", f"{100 * incl / total:.1f}")
-    Console(width=200).print(t)
+def print_report(console, bench: Bench, loads: list[Load], rss: dict | None, load_start) -> None:
+    args = bench.args
+    console.print(build_table(bench.samples, [l for l in loads if l.kind != "bigqueue"], args.vs_postfix,
+                              list(bench.trees), rss))
+    for load in (l for l in loads if l.kind == "bigqueue"):
+        empty, _ = median_sample(bench.samples.get((load.compare, "mailtui"), []))
+        console.print(big_queue_table(bench.samples, load.key, bench.mailtui_names,
+                                      empty["rate"] if empty else None, args.queue_size))
+    for note in environment_notes(args, bench.trees):
+        console.print(f"  {note}", style="dim", markup=False)
+    console.print(f"  Load average (1 min) at start {load_start[0]:.2f}, at end {os.getloadavg()[0]:.2f}.",
+                  style="dim")
 
 
-def environment_notes(args) -> list[str]:
-    import platform
-    notes = []
-    loop = "asyncio (MAILTUI_LOOP=asyncio)" if args.loop == "asyncio" else "uvloop" if _has("uvloop") else "asyncio"
-    notes.append(f"{os.cpu_count()} cores, Python {platform.python_version()}, event loop {loop}; "
-                 f"{args.messages:,} messages per load, median of {args.rounds} round(s); smtp-source "
-                 f"{'reuses connections (-d)' if args.reuse else 'opens one connection per message'}.")
-    notes.append(f"mailtui code: {getattr(args, 'code_state', '') or code_state()}"
-                 f"{'' if args.live_code else ' (copied at the start of the run)'}.")
-    notes.append("End to end: from smtp-source's first connection until every message is in the Maildir's "
-                 "new/ (relay: received by smtp-sink and gone from the queue). CPU: the server's "
-                 "utime+stime over that window (Postfix: master and all its daemons).")
-    if args.vs_postfix:
-        notes.append("Postfix reaches the sink through transport_maps (its resolver cannot be pointed at the "
-                     "loopback DNS); mailtui looks the MX up in dnsmasq (cached after the first).")
-    notes.append("Loop busy: CPU of mailtui's main (event-loop) thread / wall time; near 100% means the "
-                 "loop, not the disk, limits throughput.")
-    notes.append("Spread: ± half the range of the rounds. Noise: 2 shared cores; other work on the machine "
-                 "moves these figures by 10-20%; compare ratios from the same run.")
-    return notes
-
-
-def code_state() -> str:
-    """The mailtui code measured: HEAD and a digest of uncommitted changes under mailtui/."""
-    import hashlib
-    import subprocess
-    try:
-        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, timeout=10).stdout.strip()
-        diff = subprocess.run(["git", "-C", str(REPO), "diff", "HEAD", "--", "mailtui"], capture_output=True,
-                              timeout=30).stdout
-        untracked = subprocess.run(["git", "-C", str(REPO), "ls-files", "--others", "--exclude-standard",
-                                    "mailtui"], capture_output=True, text=True, timeout=10).stdout.split()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown (no git)"
-    h = hashlib.sha1(diff)
-    for name in sorted(untracked):
-        try:
-            h.update(name.encode() + (REPO / name).read_bytes())
-        except OSError:
-            pass
-    dirty = bool(diff or untracked)
-    return f"{head}" + (f" + uncommitted changes under mailtui/ (digest {h.hexdigest()[:10]})" if dirty else "")
-
-
-def _has(module: str) -> bool:
-    import importlib.util
-    return importlib.util.find_spec(module) is not None
+def progress_text(sample) -> str:
+    if sample.error:
+        return f"ERROR {sample.error}"
+    x = sample.extra
+    parts = [f"{sample.rate:,.0f} msg/s", f"{sample.cpu_ms:.2f} ms CPU/msg"]
+    if "loop_busy" in x:
+        parts.append(f"loop thread {x['loop_busy']:.0%} busy")
+    if "login_s" in x:
+        parts.append(f"login {x['login_s']}s")
+    if "lag_p50_s" in x:
+        parts.append(f"console lag p50 {x['lag_p50_s']}s p99 {x['lag_p99_s']}s max {x['lag_max_s']}s over "
+                     f"{x['lag_messages']} messages, resyncs {x['resyncs']}")
+    if x.get("lag"):
+        parts.append(f"lag p99 {x['lag']['p99_ms']:.1f} ms, max {x['lag']['max_ms']:.1f} ms")
+    if x.get("latency", {}).get("n"):
+        parts.append(f"250 p50 {x['latency']['p50_ms']:.2f} ms, p99 {x['latency']['p99_ms']:.2f} ms")
+    if "first_s" in x:
+        parts.append(f"first 250 after {x['first_s']:.2f}s, scan {x['scan_s']}s, RSS {x['rss_kib'] / 1024:.0f} MiB")
+    if "login_s" in x:
+        parts.append(f"login {x['login_s']}s")
+    return ", ".join(parts)
 
 
 def main(argv=None) -> int:
@@ -423,10 +392,13 @@ def main(argv=None) -> int:
         print(f"{'rss':20} RSS after {args.rss_messages:,} messages vs after 1,000")
         return 0
     only = set(args.only.split(",")) if args.only else None
-    loads = [l for l in LOADS if (only is None or l.key in only) and (args.console or not l.console)
+    loads = [l for l in LOADS if (l.key in only if only is not None else l.default or args.big_queue and
+                                  l.kind == "bigqueue") and (args.console or not l.console)
              and (args.attached or not l.attached)]
     if args.console:
-        from targets import console_available  # (checks the work tree; the snapshot is a copy of it)
+        from targets import (
+            console_available,  # (checks the work tree; the snapshot is a copy of it)
+        )
         if not console_available():
             log("--console: mailtui/console does not exist yet; the console load is skipped")
             loads = [l for l in loads if not l.console]
@@ -436,15 +408,7 @@ def main(argv=None) -> int:
     base.mkdir(parents=True, exist_ok=True)
     log(f"work folder {base} (data dirs are kept until the end: deleting thousands of files just before "
         f"creating thousands slows the creating)")
-    import targets
-    state = code_state()
-    if not args.live_code:
-        snapshot = base / "code"
-        shutil.copytree(REPO / "mailtui", snapshot / "mailtui",
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        targets.CODE = snapshot
-        log(f"measuring a copy of mailtui/ taken now: {state}")
-    args.code_state = state
+    code = snapshot_code(args, base)
     if args.auth:
         import authloads
         return authloads.main(args, base)
@@ -456,11 +420,11 @@ def main(argv=None) -> int:
     rss = None
     imap_results = None
     try:
-        bench.setup()
+        bench.setup(code)
         if not args.profile_only:
             for load in loads:
-                targets = ["mailtui"] + (["Postfix"] if args.vs_postfix and load.postfix else [])
-                bench.run_load(load, targets)
+                names = bench.mailtui_names + (["Postfix"] if args.vs_postfix and load.postfix else [])
+                bench.run_load(load, names)
             if only is None or "rss" in only:
                 rss = bench.run_rss()
             if args.imap:
@@ -473,22 +437,14 @@ def main(argv=None) -> int:
     finally:
         bench.close()
         if args.json:
-            Path(args.json).write_text(json.dumps({
-                "args": vars(args), "loadavg_start": load_start,
-                "samples": {f"{k[0]}/{k[1]}": [asdict(s) | {"rate": s.rate, "cpu_ms": s.cpu_ms} for s in v]
-                            for k, v in bench.samples.items()},
-                "rss": rss}, indent=1))
+            write_json(Path(args.json), bench, rss, load_start)
         if not args.keep and not args.workdir:
             log("removing the work folder")
             shutil.rmtree(base, ignore_errors=True)
     from rich.console import Console
     console = Console(width=200)
     if not args.profile_only:
-        console.print(build_table(bench, loads, args.vs_postfix, rss))
-        for note in environment_notes(args):
-            console.print(f"  {note}", style="dim", markup=False)
-        console.print(f"  Load average (1 min) at start {load_start[0]:.2f}, at end {os.getloadavg()[0]:.2f}.",
-                      style="dim")
+        print_report(console, bench, loads, rss, load_start)
         if imap_results:
             import imap
             imap.print_table(imap_results)

@@ -32,36 +32,48 @@ PASSWORD = "bench-password-1"
 SINK_DOMAIN = "sink.test"
 
 
-def mailtui_env(loop: str = "auto") -> dict:
-    env = dict(os.environ, PYTHONPATH=str(CODE), COLUMNS="200")
+def mailtui_env(loop: str = "auto", code: Path | None = None) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(code or CODE), COLUMNS="200")
     env.pop("MAILTUI_CONFIG", None)
     if loop == "asyncio":
         env["MAILTUI_LOOP"] = "asyncio"
     return env
 
 
-def mailtui_cli(config: Path, *args: str, stdin: str | None = None) -> None:
+def mailtui_cli(config: Path, *args: str, stdin: str | None = None, code: Path | None = None) -> None:
     res = subprocess.run([sys.executable, "-m", "mailtui", "--config", str(config), *args],
-                         input=stdin, capture_output=True, text=True, cwd=CODE, env=mailtui_env(),
-                         timeout=120)
+                         input=stdin, capture_output=True, text=True, cwd=code or CODE,
+                         env=mailtui_env(code=code), timeout=120)
     if res.returncode != 0:
         raise RuntimeError(f"mailtui {' '.join(args)} failed: {res.stderr.strip()}")
 
 
 def console_available() -> bool:
-    return (CODE / "mailtui" / "console" / "app.py").is_file()
+    return any((CODE / "mailtui" / sub / "app.py").is_file() for sub in ("frontends/console", "console"))
 
 
-def make_registry_template(folder: Path) -> Path:
+def make_registry_template(folder: Path, code: Path | None = None) -> Path:
     """Register the client network and mailbox once, with the CLI; returns the state.json to copy."""
     data = folder / "data"
     folder.mkdir(parents=True, exist_ok=True)
     cfg = folder / "template.toml"
     cfg.write_text(f'[server]\nhostname = "mail.bench.test"\ndata_dir = "{data}"\n'
                    f'local_domains = ["localhost"]\n')
-    mailtui_cli(cfg, "client", "add", "bench", "--network", "127.0.0.0/8")
-    mailtui_cli(cfg, "mailbox", "add", MAILBOX, "--password-stdin", stdin=PASSWORD + "\n")
+    mailtui_cli(cfg, "client", "add", "bench", "--network", "127.0.0.0/8", code=code)
+    mailtui_cli(cfg, "mailbox", "add", MAILBOX, "--password-stdin", stdin=PASSWORD + "\n", code=code)
     return data / "state.json"
+
+
+def tree_from_git(rev: str, into: Path) -> Path:
+    """``mailtui/`` as of git revision ``rev``, extracted into ``into`` (the repository is not touched)."""
+    into.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", rev, "mailtui"],
+                             capture_output=True, timeout=120)
+    if archive.returncode != 0:
+        raise SystemExit(f"--tree {rev}: not a directory, nor a git revision of {REPO}: "
+                         f"{archive.stderr.decode(errors='replace').strip()}")
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True, timeout=120)
+    return into
 
 
 class MailtuiTarget:
@@ -71,7 +83,8 @@ class MailtuiTarget:
 
     def __init__(self, workdir: Path, registry_state: Path, *, dns_port: int | None = None,
                  sink_port: int | None = None, console: bool = False, output: str = "devnull",
-                 loop: str = "auto", delivery: str = ""):
+                 loop: str = "auto", code: Path | None = None, delivery: str = ""):
+        self.code = code or CODE
         self.workdir = workdir
         self.data_dir = workdir / "data"
         self.config = workdir / "mailtui.toml"
@@ -89,8 +102,9 @@ class MailtuiTarget:
         text = (f'[server]\nhostname = "mail.bench.test"\ndata_dir = "{self.data_dir}"\n'
                 f'local_domains = ["localhost"]\n'
                 f'[smtp]\nlisten = ["127.0.0.1:{self.smtp_port}"]\n'
-                f'[pop3]\nlisten = ["127.0.0.1:{self.pop3_port}"]\n'
-                f'[imap]\nlisten = ["127.0.0.1:{self.imap_port}"]\nmax_connections_per_user = 100\n')
+                f'[pop3]\nlisten = ["127.0.0.1:{self.pop3_port}"]\n')
+        if (self.code / "mailtui" / "access" / "imap").is_dir():   # (older trees have no [imap])
+            text += f'[imap]\nlisten = ["127.0.0.1:{self.imap_port}"]\nmax_connections_per_user = 100\n'
         if dns_port:
             text += f'[dns]\nnameservers = ["127.0.0.1:{dns_port}"]\ntimeout = 2.0\n'
         if sink_port:
@@ -120,9 +134,10 @@ class MailtuiTarget:
 
     # -- life cycle --
 
-    def start(self, timeout: float = 120.0) -> None:
+    def launch(self) -> None:
+        """Start the server process and return at once."""
         cmd = [sys.executable, "-m", "mailtui", "--config", str(self.config)]
-        env = mailtui_env(self.loop)
+        env = mailtui_env(self.loop, self.code)
         if self.console:
             self._start_console(cmd, env)
         else:
@@ -134,9 +149,29 @@ class MailtuiTarget:
                 stdout = subprocess.DEVNULL
             self._err = open(self.workdir / "serve.err", "wb")
             self.proc = subprocess.Popen(cmd, stdout=stdout, stderr=self._err, stdin=subprocess.DEVNULL,
-                                         cwd=CODE, env=env, start_new_session=True)
+                                         cwd=self.code, env=env, start_new_session=True)
+
+    def start(self, timeout: float = 120.0) -> None:
+        self.launch()
         wait_port("127.0.0.1", self.smtp_port, timeout, self.proc)
         wait_port("127.0.0.1", self.pop3_port, timeout, self.proc)
+
+    def control(self, op: str, timeout: float = 30.0) -> dict | None:
+        """One verb on the control socket; None if this mailtui does not know it."""
+        import json
+        import socket
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            try:
+                sock.connect(str(self.data_dir / "control.sock"))
+            except OSError:
+                return None
+            sock.sendall(json.dumps({"op": op, "args": {}}).encode() + b"\n")
+            raw = b""
+            while chunk := sock.recv(65536):
+                raw += chunk
+        reply = json.loads(raw or b"{}")
+        return reply.get("result") if reply.get("ok") else None
 
     def _start_console(self, cmd: list[str], env: dict) -> None:
         master, slave = pty.openpty()
@@ -146,7 +181,7 @@ class MailtuiTarget:
         def controlling_tty() -> None:  # runs in the child after setsid()
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
-        self.proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, cwd=CODE, env=env,
+        self.proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, cwd=self.code, env=env,
                                      start_new_session=True, preexec_fn=controlling_tty)
         os.close(slave)
         self._pty_master = master

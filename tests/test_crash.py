@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import smtplib
@@ -114,7 +115,6 @@ def test_sigkill_during_a_stream_loses_nothing_acknowledged(tmp_path):
         wait_port(port, proc)
         res = mailtui("queue", "list", "--json", config=cfg_path)
         assert res.returncode == 0, res.stderr
-        import json
         queued = {row["id"] for row in json.loads(res.stdout)}
         assert len(queued) == len(list((data / "spool").glob("*.json")))
         remote_acked = sum(1 for _, r in acked if r != "bob@localhost")
@@ -127,3 +127,88 @@ def test_sigkill_during_a_stream_loses_nothing_acknowledged(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
     assert proc.returncode == 0, proc.stderr.read().decode()[-2000:]
+
+
+def fill_deferred(spool: Path, count: int) -> set[str]:
+    """``count`` messages deferred for a week, written as an earlier run would have left them."""
+    from mailtui.store.queue import QueueItem, RecipientState
+
+    spool.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    ids = set()
+    for n in range(count):
+        msg_id = f"OLD{n:07d}"
+        item = QueueItem(id=msg_id, sender="a@example.org",
+                         recipients=[RecipientState(f"u{n}@unreachable.test", state="deferred", attempts=1)],
+                         arrival=now - 600, next_attempt=now + 7 * 86400, size=30, attempts=1)
+        (spool / f"{msg_id}.eml").write_bytes(f"Message-ID: <{msg_id}@crash.test>\r\n\r\nold\r\n".encode())
+        (spool / f"{msg_id}.json").write_text(json.dumps(item.to_json()))
+        ids.add(msg_id)
+    return ids
+
+
+def test_sigkill_during_the_spool_scan_and_the_index_writes_loses_nothing(tmp_path):
+    """kill -9 while a big spool is still being scanned, then while its index is being written."""
+    from mailtui.admin.control import call
+    from mailtui.store.index import read_index
+
+    data = tmp_path / "data"
+    port = free_port()
+    cfg_path = write_config(tmp_path / "c.toml", data, '[dns]\nnameservers = ["127.0.0.1:1"]\ntimeout = 0.5\n'
+                            '[delivery]\nretry_intervals = [3600]\n[logs]\nflush_interval = 0.1\n')
+    cfg_path.write_text(cfg_path.read_text().replace('[smtp]\nlisten = ["127.0.0.1:0"]',
+                                                     f'[smtp]\nlisten = ["127.0.0.1:{port}"]'))
+    assert mailtui("client", "add", "loop", "--network", "127.0.0.0/8", config=cfg_path).returncode == 0
+    assert mailtui("mailbox", "add", "bob@localhost", "--password-stdin", config=cfg_path,
+                   stdin="crash test password\n").returncode == 0
+    old = fill_deferred(data / "spool", 20_000)
+
+    acked: list = []
+    for rnd, kill_after in enumerate((0.3, 2.5)):  # mid-scan; then while 20,000 rows reach the index
+        proc = start_serve(cfg_path)
+        stop = threading.Event()
+        workers = [threading.Thread(target=sender, args=(port, acked, stop, 10 * rnd + w)) for w in range(3)]
+        try:
+            wait_port(port, proc)
+            for w in workers:
+                w.start()
+            time.sleep(kill_after)
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        finally:
+            stop.set()
+            for w in workers:
+                w.join(10)
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+    assert len(acked) >= 10, "too few messages were sent before the kills to prove anything"
+
+    box = data / "mail" / "localhost" / "bob"
+    local_ids = message_ids(p for sub in ("new", "cur") for p in (box / sub).glob("*"))
+    assert len(local_ids) == len(set(local_ids)), "a message was delivered twice"
+    spooled = {p.stem for p in (data / "spool").glob("*.json") if p.with_suffix(".eml").exists()}
+    assert old <= spooled, "a message of the earlier run was lost from the spool"
+    spooled_tags = set(message_ids((data / "spool" / f"{i}.eml") for i in spooled - old))
+    for tag, rcpt in acked:
+        assert tag in (local_ids if rcpt == "bob@localhost" else spooled_tags), f"acknowledged {tag} lost"
+
+    proc = start_serve(cfg_path)
+    try:
+        wait_port(port, proc)
+        deadline = time.monotonic() + 60
+        while call(data, "queue_status")["scanning"]:
+            assert time.monotonic() < deadline, "the scan did not end"
+            time.sleep(0.1)
+        queued = {row["id"] for row in json.loads(mailtui("queue", "list", "--json", config=cfg_path).stdout)}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    assert proc.returncode == 0, proc.stderr.read().decode()[-2000:]
+    on_disk = {p.stem for p in (data / "spool").glob("*.json")}
+    assert queued == on_disk == spooled
+    assert {row["id"] for row in read_index(data / "queue-index")} == on_disk

@@ -39,6 +39,7 @@ from test_crash import wait_port
 from wire import Dialog, RawMX, unstuff
 
 from mailtui.events import Bounced, Deferred
+from mailtui.store.index import read_index, shard_name, shard_of
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -375,7 +376,9 @@ def test_damaged_state_files_at_start_are_reported_and_recovered(serve):
     data = s.data
     state = (data / "state.json").read_bytes()
     (data / "state.json").write_bytes(state[: len(state) // 2])      # truncated mid-write
-    (data / "queue.json").write_bytes(b"\x00garbage{{{")
+    (data / "queue.json").write_bytes(b"\x00garbage{{{")                 # the index of older versions
+    shard = data / "queue-index" / shard_name(shard_of(queued.stem))
+    shard.write_bytes(b"\x00garbage{{{")                               # a damaged index shard
     (data / "logs.json").write_bytes(b'{"connections": {"1": {"at"')
     other.write_bytes(b"{not json")                                  # one envelope is damaged
 
@@ -386,7 +389,9 @@ def test_damaged_state_files_at_start_are_reported_and_recovered(serve):
     assert s.stop() == 0
     out = s.text()
     assert "state.json is unreadable" in out and "recovered from state.json.bak" in out
-    assert "queue.json is unreadable" in out and "logs.json is unreadable" in out
+    assert "logs.json is unreadable" in out
+    assert not (data / "queue.json").exists()                           # the index is rebuilt, sharded
+    assert [row["id"] for row in read_index(data / "queue-index")] == [queued.stem]
     assert f"{other.name} unreadable" in out and "Traceback" not in out
     assert (data / "state.json.damaged").exists() and (data / "spool" / "corrupt" / other.name).exists()
 

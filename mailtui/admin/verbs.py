@@ -42,11 +42,11 @@ class Admin:
                  delivery: Delivery | None = None, bus: EventBus | None = None,
                  status: Callable[[], dict] | None = None):
         self.registry = registry
-        self._status = status
         self.queue = queue
         self.maildirs = maildirs
         self.delivery = delivery
         self.bus = bus
+        self._status = status
 
     def _publish(self, action: str, msg_id: str = "") -> None:
         if self.bus is not None:
@@ -90,6 +90,11 @@ class Admin:
 
     def queue_list(self) -> list[dict]:
         return [item.summary() for item in self.queue.items()]
+
+    def queue_status(self) -> dict:
+        """How many messages are queued, whether the spool scan at start is still running, and
+        whether the queue index still has changes to write."""
+        return {"queued": len(self.queue), "scanning": self.queue.scanning, "indexing": self.queue.indexing}
 
     def queue_show(self, msg_id: str) -> dict:
         item = self._item(msg_id)
@@ -147,13 +152,13 @@ class Admin:
     # -- the running server -------------------------------------------------------
 
     def status(self) -> dict:
-        """Listeners, totals and queue size of the running server (``mailtui status``)."""
+        """Listeners, totals, queue size and loop lag of the running server (``mailtui status``)."""
         if self._status is None:
             raise AdminError("status needs the running server")
         return self._status()
 
     OPS = ("status", "client_list", "client_add", "client_edit", "client_remove", "mailbox_list", "mailbox_add",
-           "mailbox_remove", "queue_list", "queue_show", "queue_flush", "queue_remove", "queue_bounce")
+           "mailbox_remove", "queue_list", "queue_status", "queue_show", "queue_flush", "queue_remove", "queue_bounce")
 
     async def call(self, op: str, args: dict) -> Any:
         if op not in self.OPS:

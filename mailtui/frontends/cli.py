@@ -187,12 +187,15 @@ def print_rows(rows: list[dict], as_json: bool, columns: list[tuple[str, str]], 
     out.print(table)
 
 
-def print_queue(rows: list[dict], as_json: bool) -> None:
+def print_queue(rows: list[dict], as_json: bool, scanning: bool = False) -> None:
+    note = "the server is still scanning its spool at start: messages it has not reached are not listed"
     if as_json:
         print(json.dumps(rows, indent=2))
+        if scanning:
+            err.print(f"note: {note}", markup=False)
         return
     if not rows:
-        out.print("Mail queue is empty")
+        out.print(f"Mail queue is empty{f' ({note})' if scanning else ''}", markup=False)
         return
     for row in rows:
         arrived = time.strftime("%a %b %d %H:%M:%S", time.localtime(row["arrival"]))
@@ -202,7 +205,7 @@ def print_queue(rows: list[dict], as_json: bool) -> None:
             out.print(f"    ({row['last_error']})", markup=False)
         for r in row["recipients"]:
             out.print(f"    {r['address']:<40} {r['state']}", markup=False)
-    out.print(f"-- {len(rows)} message(s) in the queue")
+    out.print(f"-- {len(rows)} message(s) in the queue{f' ({note})' if scanning else ''}", markup=False)
 
 
 # -- commands ----------------------------------------------------------------------------
@@ -253,7 +256,8 @@ def cmd_mailbox(config: Config, args) -> None:
 
 def cmd_queue(config: Config, args) -> None:
     if args.action == "list":
-        print_queue(admin_call(config, "queue_list"), args.json)
+        rows = admin_call(config, "queue_list")
+        print_queue(rows, args.json, admin_call(config, "queue_status")["scanning"])
     elif args.action == "show":
         row = admin_call(config, "queue_show", msg_id=args.id)
         print_queue([row], False)

@@ -1,10 +1,12 @@
 """The headless server: every part wired together in one asyncio loop.
 
 ``Core`` owns the data directory (an exclusive lock while it runs), opens the
-store, rebuilds the queue from the spool, binds the SMTP, submission and
-POP3 listeners and runs the delivery loop and the batched store writer. Front ends
-(``mailtui serve``, the console) only start it, stop it, read its event bus
-and call :attr:`Core.admin`.
+store, rebuilds the queue from the spool (in the background: mail is
+accepted meanwhile), binds the SMTP, submission, POP3 and IMAP listeners and
+runs the delivery loop, the batched store writer and the loop-lag probe. Front
+ends (``mailtui serve``, the console) only start it, stop it, read its event
+bus, its status (:meth:`Core.status`, :meth:`Core.status_reporter`) and call
+:attr:`Core.admin`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import asyncio
 import fcntl
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,12 +50,16 @@ from ..store.queue import Queue
 from ..store.safeio import DirSyncer
 from ..wire import SHUTDOWN_WAIT, hostport
 from . import snapshot
+from .lag import LagProbe
 from .metrics import Metrics, MetricsServer
 from .sessions import OpenSessions
 from .stats import ServerStats
+from .status import StatusReporter
 from .tls import server_context
 
 log = logging.getLogger(__name__)
+
+SCAN_GRACE = 1.0   # seconds start-up waits for the spool scan before listening anyway
 
 
 def pin_mmap_threshold() -> None:
@@ -150,8 +157,11 @@ class DataDirLock:
             self._fd = None
 
 
-def open_state(config: Config, bus: EventBus | None = None, on_problem=None):
-    """Open store, registry, maildirs and queue of a data directory (no network)."""
+def open_state(config: Config, bus: EventBus | None = None, on_problem=None, *, load_queue: bool = True):
+    """Open store, registry, maildirs and queue of a data directory (no network).
+
+    Without ``load_queue`` the queue starts empty, for :meth:`Queue.start_scan`.
+    """
     data_dir = config.server.data_dir
     store = Store(data_dir, log_caps={"connections": config.logs.max_connections,
                                       "dns": config.logs.max_dns,
@@ -166,7 +176,8 @@ def open_state(config: Config, bus: EventBus | None = None, on_problem=None):
     syncer = DirSyncer()
     maildirs = Maildirs(data_dir / "mail", syncer=syncer)
     queue = Queue(data_dir / "spool", store=store, syncer=syncer, on_problem=on_problem)
-    queue.load()
+    if load_queue:
+        queue.load()
     return store, registry, maildirs, queue, syncer
 
 
@@ -177,6 +188,9 @@ class Core:
         self.stats = ServerStats()
         self.bus.add_listener(self.stats.observe)
         self.sessions = OpenSessions()      # for consoles that attach later
+        self.lag = LagProbe()
+        self._status_lag = self.lag.window()        # the control socket's ``status``
+        self._status_since = time.monotonic()
         self.bus.add_listener(self.sessions.observe)
         self.listeners: list[Listener] = []
         self._lock = DataDirLock(config.server.data_dir)
@@ -202,7 +216,11 @@ class Core:
 
     async def _start(self) -> None:
         cfg = self.config
-        self.store, self.registry, self.maildirs, self.queue, syncer = open_state(cfg, self.bus, self._notice)
+        self.lag.start()
+        self.store, self.registry, self.maildirs, self.queue, syncer = open_state(cfg, self.bus, self._notice,
+                                                                                 load_queue=False)
+        scan = self.queue.start_scan(self._scanned)
+        self._tasks.append(scan)
         self.maildirs.ensure(cfg.postmaster_mailbox)
         self.tls_context = server_context(cfg)
         self.policy = Policy(cfg, self.registry)
@@ -233,6 +251,9 @@ class Core:
         self.imap = ImapServer(config=cfg.imap, hostname=cfg.server.hostname, registry=self.registry,
                                store=self.mail, bus=self.bus, tls_context=self.tls_context,
                                max_message_size=cfg.smtp.max_message_size, logins=self.logins, db=self.store)
+        # A small spool is whole before the listeners open (most starts); a
+        # big one goes on in the background while mail is accepted.
+        await asyncio.wait([scan], timeout=SCAN_GRACE)
         for ep in cfg.smtp.listen:
             await self._bind("smtp", ep, lambda h, p: listen(self.smtp, h, p))
         for ep in cfg.submission.listen:
@@ -265,8 +286,14 @@ class Core:
                                                name="store-flusher"))
         self._tasks.append(asyncio.create_task(self.delivery.run(), name="delivery"))
         self.started = True
-        if len(self.queue):
-            self._notice(f"{len(self.queue)} queued message(s) picked up from the spool", "info")
+
+    def _scanned(self, found: int, seconds: float) -> None:
+        if found:
+            self._notice(f"{found} queued message(s) picked up from the spool ({seconds:.1f}s)", "info")
+
+    def status_reporter(self) -> StatusReporter:
+        """A reader of the status (counts, queue, loop lag) since its previous report."""
+        return StatusReporter(self.stats, self.queue, self.lag)
 
     async def _dkim_signer(self) -> DkimSigner | None:
         """The signer of the intake, each local domain's key made now (in a thread: RSA takes a while)."""
@@ -306,13 +333,16 @@ class Core:
         self.listeners.append(listener)
 
     def status(self) -> dict:
-        """What ``mailtui status`` prints: who is serving what, and the totals so far."""
+        """What ``mailtui status`` prints: who is serving what, the totals so far, and the
+        loop lag since the previous ``status`` (or since start)."""
         cfg = self.config
+        since, self._status_since = self._status_since, time.monotonic()
         return {"version": __version__, "pid": os.getpid(), "hostname": cfg.server.hostname,
                 "config": cfg.source, "data_dir": str(cfg.server.data_dir),
                 "listeners": [{"proto": li.proto, "address": li.address, "bound": li.bound, "ok": li.ok,
                                "error": li.error} for li in self.listeners],
-                "queue": len(self.queue), "totals": self.stats.snapshot()}
+                "queue": len(self.queue), "scanning": self.queue.scanning, "totals": self.stats.snapshot(),
+                "lag": self._status_lag.take().as_dict() | {"period_s": round(time.monotonic() - since, 3)}}
 
     def port(self, proto: str) -> int:
         """The first bound port of ``proto`` (tests bind port 0)."""
@@ -373,5 +403,6 @@ class Core:
             await self.control.stop()
         if hasattr(self, "store"):
             self.store.close()
+        self.lag.stop()
         self._lock.release()
         self.started = False

@@ -1,15 +1,17 @@
 """TinyDB state on disk: replaced atomically, kept in memory, written in batches.
 
-Three files, so that high-churn logs never force a rewrite of the small,
+Kept apart, so that high-churn logs never force a rewrite of the small,
 precious tables:
 
 * ``state.json``   clients and mailboxes; written through on every change,
                    with the previous version kept as ``state.json.bak``;
-* ``queue.json``   an index of the spool (rebuilt from the spool at start);
+* ``queue-index/`` an index of the spool in shards (``index.py``; rebuilt
+                   from the spool at start);
 * ``logs.json``    connection, DNS and delivery logs, each capped.
 
 TinyDB's own JSONStorage truncates and rewrites in place, so a crash
-mid-write loses the file; :class:`AtomicJSONStorage` never does.
+mid-write loses the file; :class:`AtomicJSONStorage` never does. Batched
+files are serialised in the executor, from a copy taken on the loop.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any, Callable
 from tinydb import TinyDB
 from tinydb.storages import Storage
 
+from .index import QueueIndex
 from .safeio import atomic_write
 
 log = logging.getLogger(__name__)
@@ -37,14 +40,18 @@ class AtomicJSONStorage(Storage):
 
     ``write_through`` persists on every write (small, precious tables);
     otherwise writes only mark the data dirty and :meth:`persist` is called by
-    the store's flusher.
+    the store's flusher. ``insert_only`` promises that documents are never
+    changed in place (logs), so a copy of the tables is a consistent snapshot
+    that another thread may serialise.
     """
 
     def __init__(self, path: str | os.PathLike, *, write_through: bool = True,
-                 keep_backup: bool = False, on_problem: Callable[[str], None] | None = None):
+                 keep_backup: bool = False, insert_only: bool = False,
+                 on_problem: Callable[[str], None] | None = None):
         self.path = Path(path)
         self.backup = self.path.with_name(self.path.name + ".bak") if keep_backup else None
         self.write_through = write_through
+        self.insert_only = insert_only
         self.dirty = False
         self._on_problem = on_problem or (lambda text: log.warning("%s", text))
         self._data: dict[str, Any] = self._load()
@@ -97,17 +104,27 @@ class AtomicJSONStorage(Storage):
         if self.write_through:
             self.persist()
 
-    def snapshot(self) -> bytes:
-        """Serialise now (in the caller's thread), to be written elsewhere."""
-        return json.dumps(self._data, separators=(",", ":")).encode()
+    def snapshot(self) -> dict[str, Any]:
+        """The data as of now, safe to serialise in another thread.
 
-    def persist(self, blob: bytes | None = None) -> None:
-        """Write ``blob`` (a snapshot taken earlier) or the current data."""
-        if blob is None:
-            blob = self.snapshot()
+        Copying the tables costs a few microseconds per thousand documents;
+        a file whose documents may change in place is copied whole.
+        """
+        if self.insert_only:
+            return {name: dict(table) for name, table in self._data.items()}
+        return json.loads(self.encode(self._data))
+
+    @staticmethod
+    def encode(data: dict[str, Any]) -> bytes:
+        return json.dumps(data, separators=(",", ":")).encode()
+
+    def persist(self, data: dict[str, Any] | None = None) -> None:
+        """Write ``data`` (a snapshot taken earlier) or the current data."""
+        if data is None:
+            data = self._data
             self.dirty = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.path, blob, backup=self.backup)
+        atomic_write(self.path, self.encode(data), backup=self.backup)
 
     def close(self) -> None:
         if self.dirty:
@@ -127,17 +144,21 @@ class Store:
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.state = open_db(self.data_dir / "state.json", write_through=True,
                              keep_backup=True, on_problem=on_problem)
-        self.queue = open_db(self.data_dir / "queue.json", write_through=False, on_problem=on_problem)
-        self.logs = open_db(self.data_dir / "logs.json", write_through=False, on_problem=on_problem)
+        self.queue_index = QueueIndex(self.data_dir / "queue-index", on_problem=on_problem)
+        self._forget_old_queue_index()
+        self.logs = open_db(self.data_dir / "logs.json", write_through=False, insert_only=True,
+                            on_problem=on_problem)
         self.log_caps = {name: 2000 for name in LOG_TABLES} | (log_caps or {})
         self._pending_logs: dict[str, list[dict]] = {name: [] for name in LOG_TABLES}
         self._flush_lock = asyncio.Lock()
-        self._flush_hooks: list[Callable[[], None]] = []
         self._not_before: dict[Path, float] = {}
 
-    def add_flush_hook(self, hook: Callable[[], None]) -> None:
-        """Run ``hook`` before each flush (to bring an index up to date)."""
-        self._flush_hooks.append(hook)
+    def _forget_old_queue_index(self) -> None:
+        """The one-file index of earlier versions would only go stale: remove it."""
+        try:
+            os.unlink(self.data_dir / "queue.json")
+        except FileNotFoundError:
+            pass
 
     # -- logs ------------------------------------------------------------------
 
@@ -151,8 +172,6 @@ class Store:
         return list(reversed(rows[-limit:]))
 
     def _apply_logs(self) -> None:
-        for hook in self._flush_hooks:
-            hook()
         for name, pending in self._pending_logs.items():
             if not pending:
                 continue
@@ -168,10 +187,10 @@ class Store:
     # -- flushing --------------------------------------------------------------
 
     def _dirty_storages(self) -> list[AtomicJSONStorage]:
-        return [db.storage for db in (self.state, self.queue, self.logs) if db.storage.dirty]
+        return [db.storage for db in (self.state, self.logs) if db.storage.dirty]
 
     async def flush(self) -> None:
-        """Apply pending logs and write dirty files, off the event loop."""
+        """Apply pending logs and write dirty files and the queue index, off the event loop."""
         async with self._flush_lock:
             self._apply_logs()
             loop = asyncio.get_running_loop()
@@ -179,21 +198,24 @@ class Store:
                 now = time.monotonic()
                 if now < self._not_before.get(storage.path, 0.0):
                     continue
-                blob = storage.snapshot()
+                data = storage.snapshot()
                 storage.dirty = False
-                # Serialising holds the event loop; a file that took t to
-                # serialise waits 20 t before its next write (<= 5 % of the loop).
-                self._not_before[storage.path] = now + 20 * (time.monotonic() - now)
                 try:
-                    await loop.run_in_executor(None, storage.persist, blob)
+                    await loop.run_in_executor(None, storage.persist, data)
                 except OSError as exc:
                     storage.dirty = True
                     log.warning("could not write %s: %s", storage.path, exc)
+                # The executor's json.dumps still holds the GIL, so the loop
+                # waits for it: a file that took t waits 20 t before its next
+                # write (<= 5 % of the time).
+                self._not_before[storage.path] = now + 20 * (time.monotonic() - now)
+            await self.queue_index.flush()
 
     def flush_sync(self) -> None:
         self._apply_logs()
         for storage in self._dirty_storages():
             storage.persist()
+        self.queue_index.flush_sync()
 
     async def run_flusher(self, interval: float) -> None:
         """Group commit: write whatever changed every ``interval`` seconds."""

@@ -3,20 +3,27 @@
 Each message is two files in the spool: ``<id>.eml`` (the body, written once)
 and ``<id>.json`` (envelope and per-recipient state, replaced atomically on
 every change). The files are the truth: at start the queue is rebuilt from
-them, and TinyDB's ``queue`` table is an index written in batches for readers
-outside the process. Due times live in an in-memory heap, so waking for the
-next attempt costs O(log n), never a scan of the table.
+them, and the sharded TinyDB index (``index.py``) is written in batches for
+readers outside the process. Due times live in an in-memory heap, so waking
+for the next attempt costs O(log n), never a scan of the table.
+
+The server does not wait for the rebuild: :meth:`Queue.start_scan` reads the
+spool in the background (``spoolscan.py``) while mail is accepted, and each
+message found becomes schedulable at once. Until the scan ends, ``scanning``
+is true and ``len()`` counts what has been found so far.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import heapq
 import itertools
 import json
 import logging
 import os
 import secrets
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,10 +31,20 @@ from typing import Callable, Iterable
 
 from .db import Store
 from .safeio import DirSyncer, atomic_write, fsync_dir, write_file
+from .spoolscan import Found, SpoolScan
 
 log = logging.getLogger(__name__)
 
 PENDING_STATES = ("queued", "deferred")
+
+# Queue entries live long and form no reference cycles, yet the cyclic GC
+# walks every one of them in each full collection while the loop waits
+# (measured: 113 ms at 100,000 entries). After each FREEZE_EVERY entries the
+# scan adopts, gc.freeze() moves everything alive out of the collector's
+# reach (O(1)); refcounting still frees them when they leave the queue. The
+# price: a reference cycle that is alive (or uncollected) at that moment is
+# never collected. Small spools never freeze.
+FREEZE_EVERY = 16384
 
 
 _ID_PREFIX = secrets.randbits(12)
@@ -43,7 +60,7 @@ def new_id() -> str:
     return f"{int(time.time() * 1000):011X}{_ID_PREFIX:03X}{next(_id_counter) & 0xFFF:03X}"
 
 
-@dataclass
+@dataclass(slots=True)
 class RecipientState:
     address: str
     state: str = "queued"          # queued | deferred | delivered | failed
@@ -59,7 +76,19 @@ class RecipientState:
         return self.state in PENDING_STATES
 
 
-@dataclass
+_RECIPIENT_WORDS = ("state", "last_error", "status", "diagnostic", "remote_mta")
+_ITEM_WORDS = ("sender", "last_error", "peer", "helo")
+
+
+def _interned(data: dict, keys: tuple[str, ...]) -> dict:
+    for key in keys:
+        value = data.get(key)
+        if type(value) is str:
+            data[key] = sys.intern(value)
+    return data
+
+
+@dataclass(slots=True)
 class QueueItem:
     id: str
     sender: str                    # "" is the null sender (bounces)
@@ -86,10 +115,12 @@ class QueueItem:
 
     @classmethod
     def from_json(cls, data: dict) -> "QueueItem":
+        """Rebuild an entry; the words that repeat across a big queue (states, errors, the
+        client's name) share one string object each (~40 % of an entry's memory)."""
         data = dict(data)
-        data["recipients"] = [RecipientState(**r) for r in data["recipients"]]
+        data["recipients"] = [RecipientState(**_interned(r, _RECIPIENT_WORDS)) for r in data["recipients"]]
         data.pop("in_flight", None)
-        return cls(**data)
+        return cls(**_interned(data, _ITEM_WORDS))
 
     def summary(self) -> dict:
         """The row shown by ``queue list`` and the console."""
@@ -115,44 +146,106 @@ class Queue:
         self._heap: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
         self._wake = asyncio.Event()
-        self._mirror_dirty = True
-        self._mirror_not_before = 0.0
-        if store is not None:
-            store.add_flush_hook(self._write_mirror)
+        self._index = store.queue_index if store is not None else None
+        if self._index is not None:
+            self._index.bind(self._row, self._items.keys)
+        self.scanning = False
+        # Ids this process created or retired while a scan runs: whatever the
+        # scan read of them is older than what the queue knows.
+        self._live: set[str] | None = None
+        self._scan_started = 0.0
 
     # -- loading -----------------------------------------------------------------
 
     def load(self) -> int:
-        """Rebuild the queue from the spool; returns how many messages wait."""
+        """Rebuild the queue from the spool at once; returns how many messages wait."""
         self._items.clear()
         self._heap.clear()
-        names = {entry.name for entry in os.scandir(self.dir) if entry.is_file()}
-        for name in sorted(names):
-            if name.startswith("."):  # a temp file left by a crash mid-write
-                self._unlink(self.dir / name)
+        scan = SpoolScan(self.dir, QueueItem.from_json)
+        while not scan.done:
+            for msg_id in self._adopt(scan.next_batch()):
+                self._remove_files(msg_id)
+        return len(self._items)
+
+    def start_scan(self, on_done: Callable[[int, float], None] | None = None) -> asyncio.Task:
+        """Rebuild the queue from the spool in the background (see the module docstring).
+
+        ``on_done(found, seconds)`` is called when the scan has read every file.
+        """
+        self._items.clear()
+        self._heap.clear()
+        self.scanning = True
+        self._live = set()
+        self._scan_started = time.time()
+        return asyncio.create_task(self._scan(on_done), name="spool-scan")
+
+    async def _scan(self, on_done: Callable[[int, float], None] | None) -> None:
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        scan = SpoolScan(self.dir, QueueItem.from_json)
+        unfrozen = 0
+        try:
+            while not scan.done:
+                before = len(self._items)
+                finished = self._adopt(await loop.run_in_executor(None, scan.next_batch))
+                unfrozen += len(self._items) - before
+                if unfrozen >= FREEZE_EVERY:
+                    gc.freeze()
+                    unfrozen = 0
+                if finished:
+                    await loop.run_in_executor(None, self._remove_many, finished)
+        finally:
+            scan.close()
+            self.scanning = False
+            self._live = None
+        if on_done is not None:
+            on_done(len(self._items), time.monotonic() - started)
+
+    def _adopt(self, found: list[Found]) -> list[str]:
+        """Take what a scan found; returns the ids of finished entries whose files should go."""
+        finished = []
+        for f in found:
+            if f.kind == "temp":
+                if self._stale_temp(f):
+                    self._unlink(self.dir / f.name)
                 continue
-            stem, ext = os.path.splitext(name)
-            if ext == ".json":
-                if f"{stem}.eml" not in names:
-                    self._on_problem(f"queue: {name} has no body; dropped")
-                    self._unlink(self.dir / name)
-                    continue
-                try:
-                    item = QueueItem.from_json(json.loads((self.dir / name).read_bytes()))
-                except (ValueError, TypeError, KeyError) as exc:
-                    self._quarantine(name, f"unreadable ({exc})")
-                    self._quarantine(f"{stem}.eml", "its envelope is unreadable")
-                    continue
+            if f.msg_id in self._items or (self._live is not None and f.msg_id in self._live):
+                continue
+            if f.kind == "entry":
+                item: QueueItem = f.data  # type: ignore[assignment]
                 if item.pending():
                     self._items[item.id] = item
                     self._push(item)
+                    self._changed(item.id)
                 else:
-                    self._remove_files(item.id)
-            elif ext == ".eml" and f"{stem}.json" not in names:
-                # Written before the envelope: no 250 was ever given for it.
-                self._unlink(self.dir / name)
-        self._mirror_dirty = True
-        return len(self._items)
+                    finished.append(item.id)
+            elif f.kind == "unreadable":
+                self._quarantine(f.name, f"unreadable ({f.error})")
+                self._quarantine(f"{f.msg_id}.eml", "its envelope is unreadable")
+            elif f.kind == "no-body":
+                self._on_problem(f"queue: {f.name} has no body; dropped")
+                self._unlink(self.dir / f.name)
+            else:  # a body written before its envelope: no 250 was given for it
+                self._unlink(self.dir / f.name)
+        return finished
+
+    def _stale_temp(self, f: Found) -> bool:
+        """Is this temporary file left by a crash, or the save of a message in progress now?"""
+        if self._live is None:
+            return True                      # a blocking load: nothing else writes
+        if f.msg_id in self._live:
+            return False
+        if f.msg_id in self._items:          # found by this scan, so it may be being saved now
+            return f.data < self._scan_started - 1.0  # type: ignore[operator]
+        return True
+
+    def _remove_many(self, ids: list[str]) -> None:
+        for msg_id in ids:
+            self._remove_files(msg_id)
+
+    def _touch(self, msg_id: str) -> None:
+        if self._live is not None:
+            self._live.add(msg_id)
 
     def _quarantine(self, name: str, why: str) -> None:
         bad = self.dir / "corrupt"
@@ -187,11 +280,12 @@ class Queue:
             recipients=[RecipientState(r) for r in recipients],
             arrival=arrival or now, next_attempt=now, size=len(body),
             peer=peer, helo=helo, smtputf8=smtputf8, body_8bit=body_8bit)
+        self._touch(item.id)
         await asyncio.get_running_loop().run_in_executor(None, self._write_new, item, body)
         await self._syncer.sync(self.dir)
         self._items[item.id] = item
         self._push(item)
-        self._changed()
+        self._changed(item.id)
         return item
 
     async def save(self, item: QueueItem) -> None:
@@ -204,13 +298,14 @@ class Queue:
         data = json.dumps(item.to_json()).encode()
         await asyncio.get_running_loop().run_in_executor(
             None, lambda: atomic_write(self._json_path(item.id), data))
-        self._changed()
+        self._changed(item.id)
 
     async def finish(self, item: QueueItem) -> None:
         """Forget a message whose recipients are all done (envelope first, then body)."""
+        self._touch(item.id)
         self._items.pop(item.id, None)
         await asyncio.get_running_loop().run_in_executor(None, self._remove_files, item.id)
-        self._changed()
+        self._changed(item.id)
 
     def _remove_files(self, msg_id: str) -> None:
         self._unlink(self._json_path(msg_id))
@@ -240,7 +335,7 @@ class Queue:
         item.next_attempt = when
         if item.id in self._items:
             self._push(item)
-        self._changed()
+        self._changed(item.id)
 
     def _valid(self, entry: tuple[float, int, str]) -> QueueItem | None:
         item = self._items.get(entry[2])
@@ -328,20 +423,17 @@ class Queue:
         await self.finish(item)
         return item
 
-    def _changed(self) -> None:
-        self._mirror_dirty = True
+    # -- the index -------------------------------------------------------------------
 
-    def _write_mirror(self) -> None:
-        """Store flush hook: rewrite the TinyDB index if the queue changed.
+    @property
+    def indexing(self) -> bool:
+        """Changes are waiting for the index (after a big scan, for a while)."""
+        return self._index is not None and self._index.dirty
 
-        Rebuilding costs O(queue); like the file write, it waits 20 times its
-        own cost before running again, so a huge queue cannot hog the loop.
-        """
-        if not self._mirror_dirty or self._store is None or time.monotonic() < self._mirror_not_before:
-            return
-        started = time.monotonic()
-        table = self._store.queue.table("queue")
-        table.truncate()
-        table.insert_multiple(item.summary() for item in self.items())
-        self._mirror_dirty = False
-        self._mirror_not_before = time.monotonic() + 20 * (time.monotonic() - started)
+    def _changed(self, msg_id: str) -> None:
+        if self._index is not None:
+            self._index.changed(msg_id)
+
+    def _row(self, msg_id: str) -> dict | None:
+        item = self._items.get(msg_id)
+        return item.summary() if item is not None else None

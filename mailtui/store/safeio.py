@@ -21,7 +21,7 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def write_file(path: str | os.PathLike, data: bytes, *, mode: int = 0o600) -> None:
+def write_file(path: str | os.PathLike, data: bytes, *, mode: int = 0o600, sync: bool = True) -> None:
     """Create ``path`` with ``data`` and fsync it (no rename, no directory sync)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
@@ -29,7 +29,8 @@ def write_file(path: str | os.PathLike, data: bytes, *, mode: int = 0o600) -> No
         while view:
             written = os.write(fd, view)
             view = view[written:]
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
     except BaseException:
         os.close(fd)
         try:
@@ -40,16 +41,18 @@ def write_file(path: str | os.PathLike, data: bytes, *, mode: int = 0o600) -> No
     os.close(fd)
 
 
-def atomic_write(path: str | os.PathLike, data: bytes, *, mode: int = 0o600,
-                 sync_dir: bool = True, backup: str | os.PathLike | None = None) -> None:
+def atomic_write(path: str | os.PathLike, data: bytes, *, mode: int = 0o600, sync_dir: bool = True,
+                 sync_file: bool = True, backup: str | os.PathLike | None = None) -> None:
     """Replace ``path`` with ``data`` atomically and durably.
 
     With ``backup``, the previous version is kept there (by hard link, so the
-    main file is never missing).
+    main file is never missing). Without ``sync_file`` and ``sync_dir`` a
+    reader still sees the old file or the new one, but a power cut may leave
+    either, or an empty file: for files that are rebuilt after a crash anyway.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    write_file(tmp, data, mode=mode)
+    write_file(tmp, data, mode=mode, sync=sync_file)
     try:
         if backup is not None and path.exists():
             link = path.with_name(f".{path.name}.{secrets.token_hex(4)}.bak")
