@@ -177,6 +177,8 @@ class QueuePanel(TablePanel):
 
     def show(self, rows: Sequence[QueueRow], counters: Counters | None = None) -> None:
         """``counters`` (delivered, bounced so far) are what an empty queue says besides being empty."""
+        if not self.query(LiveTable):           # the console is closing
+            return
         self.table.empty = empty_text(counters)
         self.table.set_rows(rows)
         self._detail(self.table.cursor_row)
@@ -186,12 +188,13 @@ class QueuePanel(TablePanel):
 
     def tick(self) -> None:
         """Redraw the countdowns."""
-        self.table.refresh()
+        for table in self.query(LiveTable):     # (none while the console closes: children go first)
+            table.refresh()
 
     @property
     def shows_attempts(self) -> bool:
         """A row shows an attempt in flight: its end publishes no event of its own, so look again."""
-        return any(row.in_flight for row in self.table.rows)
+        return any(row.in_flight for table in self.query(LiveTable) for row in table.rows)
 
     def _detail(self, row: QueueRow | None) -> None:
         self.query_one(DetailPane).show(self._detail_text(row))
