@@ -271,7 +271,9 @@ class Core:
         for ep in cfg.imap.tls_listen:
             await self._bind("imaps", ep, self._tls_server(self.imap.handle_tls))
         if cfg.metrics.listen:
-            self.metrics = Metrics(self.stats, queue_size=lambda: len(self.queue))
+            scrape_lag = self.lag.window()          # each scrape: the worst lag since the previous one
+            self.metrics = Metrics(self.stats, queue_size=lambda: len(self.queue),
+                                   lag=lambda: scrape_lag.take().max)
             self.bus.add_listener(self.metrics.observe)
             scrape = MetricsServer(self.metrics)
             for ep in cfg.metrics.listen:

@@ -96,7 +96,7 @@ class _TotalsCollector:
         yield GaugeMetricFamily("mailtui_queue_messages", "Messages in the remote-delivery queue",
                                 value=self.metrics.queue_size())
         if self.metrics.lag is not None:
-            yield GaugeMetricFamily("mailtui_event_loop_lag_seconds", "Worst event-loop lag in the last interval",
+            yield GaugeMetricFamily("mailtui_event_loop_lag_seconds", "Worst event-loop lag since the previous scrape",
                                     value=self.metrics.lag())
 
 

@@ -52,6 +52,20 @@ def test_every_series_is_there_from_the_start_at_zero(server):
     assert values[("mailtui_data_to_250_seconds_count", ())] == 0
 
 
+def test_the_scrape_shows_the_servers_loop_lag(server):
+    """The running server's own lag probe feeds the gauge: a loop held for 0.2 s shows."""
+    import time
+    server.run(server.core.admin.call("status", {}))      # (a turn of the server's loop)
+
+    async def hold_the_loop() -> None:
+        time.sleep(0.2)                                    # what a blocking call on the loop would do
+    server.run(hold_the_loop())
+    values = samples(scrape(server.core.port("metrics")).stdout)
+    assert 0.15 <= values[("mailtui_event_loop_lag_seconds", ())] < 5
+    again = samples(scrape(server.core.port("metrics")).stdout)
+    assert again[("mailtui_event_loop_lag_seconds", ())] < values[("mailtui_event_loop_lag_seconds", ())]  # anew
+
+
 def test_mail_moves_the_counters(server):
     server.add_client("loopback", "127.0.0.0/8")
     server.add_mailbox("bob@localhost")
