@@ -318,8 +318,12 @@ def print_status(status: dict) -> None:
         state = "listening" if li["ok"] else f"FAILED: {li['error']}"
         out.print(f"  {li['proto'].upper():<10} {where:<24} {state}", markup=False, soft_wrap=True)
     out.print(f"  accepted {totals['accepted']}, refused {totals['refused']}, delivered {totals['delivered']}, "
-              f"deferred {totals['deferred']}, bounced {totals['bounced']}; queue {status['queue']}",
-              markup=False, soft_wrap=True)
+              f"deferred {totals['deferred']}, bounced {totals['bounced']}; queue {status['queue']}"
+              + (" (spool scan still running)" if status.get("scanning") else ""), markup=False, soft_wrap=True)
+    lag = status.get("lag")
+    if lag and lag.get("samples"):
+        out.print(f"  event-loop lag over the last {lag['period_s']:.0f}s: p99 {lag['p99_ms']:.1f} ms, "
+                  f"max {lag['max_ms']:.1f} ms", markup=False, soft_wrap=True)
 
 
 def cmd_dns(config: Config, args) -> None:

@@ -59,6 +59,7 @@ def test_status_of_a_running_server(tmp_path):
     try:
         status = wait_for_status(cfg, proc)
         assert status["running"] and status["queue"] == 0 and status["totals"]["accepted"] == 0
+        assert status["scanning"] is False and status["lag"]["samples"] > 0
         protos = {li["proto"] for li in status["listeners"] if li["ok"]}
         assert {"smtp", "pop3"} <= protos
         port = next(int(li["bound"].rsplit(":", 1)[1]) for li in status["listeners"] if li["proto"] == "smtp")
@@ -67,6 +68,7 @@ def test_status_of_a_running_server(tmp_path):
             assert smtp.mail("a@example.org")[0] == 550   # not a registered client
         text = mailtui("status", config=cfg)
         assert text.returncode == 0 and "SMTP" in text.stdout and "refused 1" in text.stdout
+        assert "event-loop lag over the last " in text.stdout and " ms, max " in text.stdout
     finally:
         proc.terminate()
         proc.wait(15)
