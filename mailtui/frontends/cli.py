@@ -192,7 +192,7 @@ def print_queue(rows: list[dict], as_json: bool, scanning: bool = False) -> None
     if as_json:
         print(json.dumps(rows, indent=2))
         if scanning:
-            err.print(f"note: {note}", markup=False)
+            say_error(f"note: {note}")
         return
     if not rows:
         out.print(f"Mail queue is empty{f' ({note})' if scanning else ''}", markup=False)

@@ -121,3 +121,12 @@ def test_admin_commands_reach_the_running_server(tmp_path):
         srv.stop()
     res = mailtui("client", "list", config=cfg)
     assert "loop" in res.stdout
+
+
+def test_queue_list_json_notes_an_unfinished_scan_on_stderr(capsys):
+    from mailtui.frontends.cli import print_queue
+
+    print_queue([], as_json=True, scanning=True)
+    captured = capsys.readouterr()
+    assert captured.out.strip() == "[]"
+    assert captured.err.startswith("note: the server is still scanning its spool")
