@@ -35,7 +35,7 @@ from ..mailauth.dkimkeys import DkimKeyError, DkimKeys
 from ..mailauth.dkimsign import DkimSigner
 from ..mailauth.verdict import AuthPolicy
 from ..receive.intake import Envelope, Intake
-from ..receive.listen import listen
+from ..receive.listen import end_smtp_sessions, listen
 from ..receive.policy import Policy
 from ..receive.rules import InboundRules
 from ..receive.senderauth import SenderAuth
@@ -48,7 +48,7 @@ from ..store.mailboxes import MailStore
 from ..store.maildir import Maildirs
 from ..store.queue import Queue
 from ..store.safeio import DirSyncer
-from ..wire import SHUTDOWN_WAIT, hostport
+from ..wire import hostport
 from . import snapshot
 from .lag import LagProbe
 from .metrics import Metrics, MetricsServer
@@ -78,29 +78,6 @@ def pin_mmap_threshold() -> None:
         libc.mallopt(-3, 128 * 1024)       # M_MMAP_THRESHOLD; fixing it disables the dynamic one
     except (OSError, AttributeError):      # not glibc: nothing to do
         pass
-
-
-async def end_smtp_sessions(services: list[SmtpContext]) -> None:
-    """Close every SMTP session; drop those still open after ``SHUTDOWN_WAIT``; wait for their tasks.
-
-    aiosmtpd ends a session's task only when its connection is lost, and a
-    TLS connection (STARTTLS, or port 465) is only lost once the peer answers
-    our close_notify, or after asyncio's 30 s: a server stopping before that
-    left the tasks pending ("Task was destroyed but it is pending!").
-    """
-    sessions = [session for service in services for session in list(service.sessions)]
-    tasks = [s.handler_task for s in sessions if s.handler_task is not None and not s.handler_task.done()]
-    for session in sessions:
-        if session.transport is not None:
-            session.transport.close()
-    if not tasks:
-        return
-    _, pending = await asyncio.wait(tasks, timeout=SHUTDOWN_WAIT)
-    if pending:
-        for session in sessions:
-            if session.transport is not None:
-                session.transport.abort()
-        await asyncio.wait(pending, timeout=SHUTDOWN_WAIT)
 
 
 class AlreadyRunning(Exception):
