@@ -1,5 +1,4 @@
-"""Binding an SMTP service's listeners: plain (STARTTLS offered) or implicit TLS (RFC 8314),
-and ending their sessions when the server stops.
+"""An SMTP service's listeners: bound plain (STARTTLS offered) or implicit TLS; their sessions ended at stop.
 
 On an implicit-TLS listener (port 465 for submission) asyncio does the TLS
 handshake before the session sees the connection, so the greeting is the
