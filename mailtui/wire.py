@@ -77,18 +77,29 @@ def peer_of(peername: object) -> tuple[str, str]:
     return text, text
 
 
+def peer_ip(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """A peer's address as the socket gave it, as the address it is (None if it is none).
+
+    The scope of a link-local address (``fe80::1%eth0``) is dropped, and an IPv4
+    peer on a dual-stack socket (``::ffff:192.0.2.1``) is its IPv4 address, so
+    that it matches IPv4 networks and loopback.
+    """
+    try:
+        addr = ipaddress.ip_address(ip.split("%")[0])
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+        return addr.ipv4_mapped
+    return addr
+
+
 def is_loopback(ip: str) -> bool:
     """Whether ``ip`` is this machine (127.0.0.0/8, ::1, or 127.x.y.z mapped into IPv6).
 
     The one place a password may travel outside TLS, as Dovecot allows by default.
     """
-    try:
-        addr = ipaddress.ip_address(ip.split("%")[0])
-    except ValueError:
-        return False
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
-        addr = addr.ipv4_mapped
-    return addr.is_loopback
+    addr = peer_ip(ip)
+    return addr is not None and addr.is_loopback
 
 
 def discard_buffered(reader: object) -> int:

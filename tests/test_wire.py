@@ -6,7 +6,7 @@ import pytest
 
 from mailtui.admin.throttle import MAX_DELAY, LoginThrottle
 from mailtui.replies import enhanced_status
-from mailtui.wire import header_section, hostport, is_loopback, normalize_crlf, peer_of, printable
+from mailtui.wire import header_section, hostport, is_loopback, normalize_crlf, peer_ip, peer_of, printable
 
 
 @pytest.mark.parametrize("code, message, status", [
@@ -79,6 +79,19 @@ def test_hostport_and_peer_of():
 ])
 def test_is_loopback(ip, loopback):
     assert is_loopback(ip) is loopback
+
+
+@pytest.mark.parametrize("ip, address", [
+    ("192.0.2.1", "192.0.2.1"),
+    ("::ffff:192.0.2.1", "192.0.2.1"),        # an IPv4 peer on a dual-stack socket
+    ("fe80::1%eth0", "fe80::1"),              # the scope of a link-local peer
+    ("2001:db8::1", "2001:db8::1"),
+    ("not an address", None),
+    ("", None),
+])
+def test_peer_ip(ip, address):
+    found = peer_ip(ip)
+    assert (str(found) if found is not None else None) == address
 
 
 def test_login_throttle_doubles_up_to_a_cap_and_forgets():

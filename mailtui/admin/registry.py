@@ -17,6 +17,7 @@ from typing import Callable, Iterable
 
 from ..addresses import AddressError, parse_address
 from ..store.db import Store
+from ..wire import peer_ip
 from .passwords import check_strength, hash_password, verify_password
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}")
@@ -91,12 +92,9 @@ def network_table(clients: Iterable[tuple[str, Iterable[str]]]) -> list[tuple[Ne
 
 def match_network(table: list[tuple[Network, str]], ip: str) -> str | None:
     """The client of the first network in ``table`` (see :func:`network_table`) that holds ``ip``."""
-    try:
-        addr = ipaddress.ip_address(ip.split("%")[0])
-    except ValueError:
+    addr = peer_ip(ip)
+    if addr is None:
         return None
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
-        addr = addr.ipv4_mapped
     for net, name in table:
         if addr.version == net.version and addr in net:
             return name

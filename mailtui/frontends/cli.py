@@ -44,6 +44,16 @@ def build_parser() -> Parser:
                                                     "else embedded defaults)")
     p.add_argument("--version", action="version", version=f"mailtui {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    _add_run_commands(sub)
+    _add_client_commands(sub)
+    _add_mailbox_commands(sub)
+    _add_queue_commands(sub)
+    _add_dns_commands(sub)
+    return p
+
+
+def _add_run_commands(sub) -> None:
+    """The commands that run or look at the server: console, serve, web, demo, config, status."""
     console = sub.add_parser("console", help="open the console (the default): attached to the running server, "
                                              "or running one of its own")
     console.add_argument("--attach", action="store_true",
@@ -64,8 +74,15 @@ def build_parser() -> Parser:
     status = sub.add_parser("status", help="listeners, totals and queue size of the running server")
     status.add_argument("--json", action="store_true")
 
-    client = sub.add_parser("client", help="registered clients (networks allowed to send)")
-    csub = client.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=Parser)
+
+def _actions(sub, name: str, text: str):
+    """A command whose ACTION is required (``mailtui client add``, ``mailtui queue list``, ...)."""
+    command = sub.add_parser(name, help=text)
+    return command.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=Parser)
+
+
+def _add_client_commands(sub) -> None:
+    csub = _actions(sub, "client", "registered clients (networks allowed to send)")
     c_add = csub.add_parser("add", help="register a client")
     c_add.add_argument("name")
     c_add.add_argument("--network", action="append", required=True, metavar="CIDR",
@@ -81,8 +98,9 @@ def build_parser() -> Parser:
     c_rm = csub.add_parser("remove", help="remove a client")
     c_rm.add_argument("name")
 
-    mailbox = sub.add_parser("mailbox", help="local mailboxes (accounts)")
-    msub = mailbox.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=Parser)
+
+def _add_mailbox_commands(sub) -> None:
+    msub = _actions(sub, "mailbox", "local mailboxes (accounts)")
     for name, text in (("add", "create a mailbox"), ("passwd", "set a mailbox's password")):
         m = msub.add_parser(name, help=text)
         m.add_argument("address")
@@ -93,8 +111,9 @@ def build_parser() -> Parser:
     m_rm = msub.add_parser("remove", help="remove a mailbox (its messages stay on disk)")
     m_rm.add_argument("address")
 
-    queue = sub.add_parser("queue", help="the remote-delivery queue")
-    qsub = queue.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=Parser)
+
+def _add_queue_commands(sub) -> None:
+    qsub = _actions(sub, "queue", "the remote-delivery queue")
     q_list = qsub.add_parser("list", help="list queued messages (like mailq)")
     q_list.add_argument("--json", action="store_true")
     q_show = qsub.add_parser("show", help="show one queued message")
@@ -106,14 +125,14 @@ def build_parser() -> Parser:
     q_b = qsub.add_parser("bounce", help="give up on a message now and bounce it to its sender")
     q_b.add_argument("id")
 
+
+def _add_dns_commands(sub) -> None:
     dns = sub.add_parser("dns", help="the DNS records to publish for the local domains, checked against the DNS")
     dns.add_argument("domain", nargs="?", help="one local domain (default: every one but localhost)")
     dns.add_argument("--json", action="store_true")
-    dkim = sub.add_parser("dkim", help="DKIM signing keys")
-    ksub = dkim.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=Parser)
+    ksub = _actions(sub, "dkim", "DKIM signing keys")
     k_rot = ksub.add_parser("rotate", help="make a new key under a new selector and print its record")
     k_rot.add_argument("domain")
-    return p
 
 
 # -- admin plumbing --------------------------------------------------------------------
@@ -192,7 +211,7 @@ def print_queue(rows: list[dict], as_json: bool, scanning: bool = False) -> None
     if as_json:
         print(json.dumps(rows, indent=2))
         if scanning:
-            err.print(f"note: {note}", markup=False)
+            say_error(f"note: {note}")
         return
     if not rows:
         out.print(f"Mail queue is empty{f' ({note})' if scanning else ''}", markup=False)

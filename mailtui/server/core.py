@@ -35,7 +35,7 @@ from ..mailauth.dkimkeys import DkimKeyError, DkimKeys
 from ..mailauth.dkimsign import DkimSigner
 from ..mailauth.verdict import AuthPolicy
 from ..receive.intake import Envelope, Intake
-from ..receive.listen import listen
+from ..receive.listen import end_smtp_sessions, listen
 from ..receive.policy import Policy
 from ..receive.rules import InboundRules
 from ..receive.senderauth import SenderAuth
@@ -48,7 +48,7 @@ from ..store.mailboxes import MailStore
 from ..store.maildir import Maildirs
 from ..store.queue import Queue
 from ..store.safeio import DirSyncer
-from ..wire import SHUTDOWN_WAIT, hostport
+from ..wire import hostport
 from . import snapshot
 from .lag import LagProbe
 from .metrics import Metrics, MetricsServer
@@ -78,29 +78,6 @@ def pin_mmap_threshold() -> None:
         libc.mallopt(-3, 128 * 1024)       # M_MMAP_THRESHOLD; fixing it disables the dynamic one
     except (OSError, AttributeError):      # not glibc: nothing to do
         pass
-
-
-async def end_smtp_sessions(services: list[SmtpContext]) -> None:
-    """Close every SMTP session; drop those still open after ``SHUTDOWN_WAIT``; wait for their tasks.
-
-    aiosmtpd ends a session's task only when its connection is lost, and a
-    TLS connection (STARTTLS, or port 465) is only lost once the peer answers
-    our close_notify, or after asyncio's 30 s: a server stopping before that
-    left the tasks pending ("Task was destroyed but it is pending!").
-    """
-    sessions = [session for service in services for session in list(service.sessions)]
-    tasks = [s.handler_task for s in sessions if s.handler_task is not None and not s.handler_task.done()]
-    for session in sessions:
-        if session.transport is not None:
-            session.transport.close()
-    if not tasks:
-        return
-    _, pending = await asyncio.wait(tasks, timeout=SHUTDOWN_WAIT)
-    if pending:
-        for session in sessions:
-            if session.transport is not None:
-                session.transport.abort()
-        await asyncio.wait(pending, timeout=SHUTDOWN_WAIT)
 
 
 class AlreadyRunning(Exception):
@@ -215,13 +192,31 @@ class Core:
             raise
 
     async def _start(self) -> None:
-        cfg = self.config
+        """Start in this order: state and the spool scan, the services, the listeners, control and tasks."""
         self.lag.start()
-        self.store, self.registry, self.maildirs, self.queue, syncer = open_state(cfg, self.bus, self._notice,
-                                                                                 load_queue=False)
+        scan = self._open_state()
+        await self._build_services()
+        # A small spool is whole before the listeners open (most starts); a
+        # big one goes on in the background while mail is accepted.
+        await asyncio.wait([scan], timeout=SCAN_GRACE)
+        await self._bind_listeners()
+        await self._bind_metrics()
+        await self._start_control()
+        self._start_background()
+        self.started = True
+
+    def _open_state(self) -> asyncio.Task:
+        """Open the data directory and start the spool scan (the task that rebuilds the queue)."""
+        self.store, self.registry, self.maildirs, self.queue, self._syncer = open_state(
+            self.config, self.bus, self._notice, load_queue=False)
         scan = self.queue.start_scan(self._scanned)
         self._tasks.append(scan)
-        self.maildirs.ensure(cfg.postmaster_mailbox)
+        self.maildirs.ensure(self.config.postmaster_mailbox)
+        return scan
+
+    async def _build_services(self) -> None:
+        """Everything that handles mail, from the bottom up; nothing listens yet."""
+        cfg = self.config
         self.tls_context = server_context(cfg)
         self.policy = Policy(cfg, self.registry)
         self.logins = LoginThrottle()  # one count of failed logins for every protocol
@@ -229,11 +224,22 @@ class Core:
         self.intake = Intake(maildirs=self.maildirs, queue=self.queue, bus=self.bus, store=self.store,
                              signer=self.signer)
         self.resolver = Resolver(cfg.dns.nameservers, cfg.dns.timeout, bus=self.bus, store=self.store)
-        transfer = TransferAgent(config=cfg, queue=self.queue, resolver=self.resolver, bus=self.bus,
-                                 submit=self.submit, store=self.store)
-        self.delivery = Scheduler(config=cfg, queue=self.queue, bus=self.bus, transfer=transfer)
+        self.delivery = self._build_delivery()
         self.admin = Admin(registry=self.registry, queue=self.queue, maildirs=self.maildirs,
                            delivery=self.delivery, bus=self.bus, status=self.status)
+        self._build_smtp()
+        self._build_access()
+
+    def _build_delivery(self) -> Scheduler:
+        """The scheduler (what is due, how many in flight) and its transfer agent (one attempt each)."""
+        cfg = self.config
+        transfer = TransferAgent(config=cfg, queue=self.queue, resolver=self.resolver, bus=self.bus,
+                                 submit=self.submit, store=self.store)
+        return Scheduler(config=cfg, queue=self.queue, bus=self.bus, transfer=transfer)
+
+    def _build_smtp(self) -> None:
+        """SMTP from outside (sender authentication checks) and submission from users."""
+        cfg = self.config
         sender_auth = SenderAuth(self.resolver, cfg.server.hostname, AuthPolicy.from_config(cfg.auth),
                                  check=cfg.auth.check_inbound)
         rules = InboundRules(self.policy, auth_requires_tls=cfg.smtp.auth_require_tls,
@@ -244,50 +250,60 @@ class Core:
         self.submission = SmtpContext(config=cfg, registry=self.registry, policy=self.policy, intake=self.intake,
                                       bus=self.bus, store=self.store, tls_context=self.tls_context,
                                       logins=self.logins, rules=SubmissionRules(self.policy), proto="submission")
-        self.mail = MailStore(self.maildirs, syncer=syncer)   # the folders IMAP and POP3 share
+
+    def _build_access(self) -> None:
+        """POP3 and IMAP on the one set of folders."""
+        cfg = self.config
+        self.mail = MailStore(self.maildirs, syncer=self._syncer)   # the folders IMAP and POP3 share
         self.pop3 = Pop3Server(config=cfg.pop3, hostname=cfg.server.hostname, registry=self.registry,
                                mail=self.mail, bus=self.bus, tls_context=self.tls_context,
                                store=self.store, logins=self.logins)
         self.imap = ImapServer(config=cfg.imap, hostname=cfg.server.hostname, registry=self.registry,
                                store=self.mail, bus=self.bus, tls_context=self.tls_context,
                                max_message_size=cfg.smtp.max_message_size, logins=self.logins, db=self.store)
-        # A small spool is whole before the listeners open (most starts); a
-        # big one goes on in the background while mail is accepted.
-        await asyncio.wait([scan], timeout=SCAN_GRACE)
-        for ep in cfg.smtp.listen:
-            await self._bind("smtp", ep, lambda h, p: listen(self.smtp, h, p))
-        for ep in cfg.submission.listen:
-            await self._bind("submission", ep, lambda h, p: listen(self.submission, h, p))
-        for ep in cfg.submission.tls_listen:
-            await self._bind("submissions", ep, lambda h, p: listen(self.submission, h, p, implicit_tls=True))
-        for ep in cfg.pop3.listen:
-            await self._bind("pop3", ep, lambda h, p: asyncio.start_server(self.pop3.handle, h, p,
-                                                                           reuse_address=True))
-        for ep in cfg.pop3.tls_listen:
-            await self._bind("pop3s", ep, self._tls_server(self.pop3.handle))
-        for ep in cfg.imap.listen:
-            await self._bind("imap", ep, lambda h, p: asyncio.start_server(self.imap.handle, h, p,
-                                                                           reuse_address=True))
-        for ep in cfg.imap.tls_listen:
-            await self._bind("imaps", ep, self._tls_server(self.imap.handle_tls))
-        if cfg.metrics.listen:
-            scrape_lag = self.lag.window()          # each scrape: the worst lag since the previous one
-            self.metrics = Metrics(self.stats, queue_size=lambda: len(self.queue),
-                                   lag=lambda: scrape_lag.take().max)
-            self.bus.add_listener(self.metrics.observe)
-            scrape = MetricsServer(self.metrics)
-            for ep in cfg.metrics.listen:
-                await self._bind("metrics", ep, scrape.serve)
+
+    async def _bind_listeners(self) -> None:
+        """Open every configured mail listener; one that cannot bind is reported, not fatal."""
+        cfg = self.config
+        for proto, endpoints, start in (
+                ("smtp", cfg.smtp.listen, lambda h, p: listen(self.smtp, h, p)),
+                ("submission", cfg.submission.listen, lambda h, p: listen(self.submission, h, p)),
+                ("submissions", cfg.submission.tls_listen,
+                 lambda h, p: listen(self.submission, h, p, implicit_tls=True)),
+                ("pop3", cfg.pop3.listen, self._plain_server(self.pop3.handle)),
+                ("pop3s", cfg.pop3.tls_listen, self._tls_server(self.pop3.handle)),
+                ("imap", cfg.imap.listen, self._plain_server(self.imap.handle)),
+                ("imaps", cfg.imap.tls_listen, self._tls_server(self.imap.handle_tls))):
+            for ep in endpoints:
+                await self._bind(proto, ep, start)
+
+    async def _bind_metrics(self) -> None:
+        """The Prometheus scrape endpoint, when configured."""
+        cfg = self.config
+        if not cfg.metrics.listen:
+            return
+        scrape_lag = self.lag.window()          # each scrape: the worst lag since the previous one
+        self.metrics = Metrics(self.stats, queue_size=lambda: len(self.queue),
+                               lag=lambda: scrape_lag.take().max)
+        self.bus.add_listener(self.metrics.observe)
+        scrape = MetricsServer(self.metrics)
+        for ep in cfg.metrics.listen:
+            await self._bind("metrics", ep, scrape.serve)
+
+    async def _start_control(self) -> None:
+        """The control socket (CLI commands, attached consoles); the server runs on without it."""
         hub = AttachHub(self.bus, lambda parts: snapshot.take(self, parts))
-        self.control = ControlServer(self.admin, socket_path(cfg.server.data_dir), hub)
+        self.control = ControlServer(self.admin, socket_path(self.config.server.data_dir), hub)
         try:
             await self.control.start()
         except OSError as exc:
             self._notice(f"control socket unavailable ({exc}); CLI commands will not reach this server")
-        self._tasks.append(asyncio.create_task(self.store.run_flusher(cfg.logs.flush_interval),
+
+    def _start_background(self) -> None:
+        """The batched store writer and the delivery loop."""
+        self._tasks.append(asyncio.create_task(self.store.run_flusher(self.config.logs.flush_interval),
                                                name="store-flusher"))
         self._tasks.append(asyncio.create_task(self.delivery.run(), name="delivery"))
-        self.started = True
 
     def _scanned(self, found: int, seconds: float) -> None:
         if found:
@@ -309,6 +325,13 @@ class Core:
             self._notice(f"DKIM key: {exc}; relayed mail of that domain is refused (451) until it is fixed",
                          "error")
         return signer
+
+    @staticmethod
+    def _plain_server(handler):
+        """A listener factory for a plain TCP protocol (POP3 110, IMAP 143)."""
+        def start(host: str, port: int):
+            return asyncio.start_server(handler, host, port, reuse_address=True)
+        return start
 
     def _tls_server(self, handler):
         """A listener factory for implicit TLS (RFC 8314: IMAP 993, POP3 995)."""

@@ -1,4 +1,4 @@
-"""TLS for STARTTLS (SMTP) and STLS (POP3).
+"""The server's TLS context: STARTTLS (SMTP, IMAP), STLS (POP3) and implicit TLS (RFC 8314).
 
 With no ``[tls] cert_file``/``key_file`` a self-signed certificate is made
 once in ``data_dir/tls/`` so encryption always works out of the box; a real

@@ -87,7 +87,9 @@ def test_usage_errors_are_one_line(tmp_path):
 def test_admin_commands_reach_the_running_server(tmp_path):
     data = tmp_path / "data"
     cfg = write_config(tmp_path / "c.toml", data)
-    srv = RunningServer(make_config(data)).start()
+    # The message must stay queued while five CLI processes start one after another: with
+    # the harness's 0.3 s retries it bounced after its third attempt on a loaded machine.
+    srv = RunningServer(make_config(data, delivery={"retry_intervals": [60.0]})).start()
     try:
         with smtplib.SMTP("127.0.0.1", srv.smtp_port, timeout=10) as c:
             c.ehlo("client.test")
@@ -121,3 +123,12 @@ def test_admin_commands_reach_the_running_server(tmp_path):
         srv.stop()
     res = mailtui("client", "list", config=cfg)
     assert "loop" in res.stdout
+
+
+def test_queue_list_json_notes_an_unfinished_scan_on_stderr(capsys):
+    from mailtui.frontends.cli import print_queue
+
+    print_queue([], as_json=True, scanning=True)
+    captured = capsys.readouterr()
+    assert captured.out.strip() == "[]"
+    assert captured.err.startswith("note: the server is still scanning its spool")

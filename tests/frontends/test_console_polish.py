@@ -18,9 +18,10 @@ from textual.widgets import Input
 
 from mailtui import events as ev
 from mailtui.frontends.console.dialogs import ClientForm, DetailView, HelpScreen, MailboxForm, MessageView
-from mailtui.frontends.console.model import Counters
+from mailtui.frontends.console.model import Counters, SessionRow
 from mailtui.frontends.console.widgets import FilterBar
 from mailtui.frontends.console.widgets import QueuePanel, QueueRow
+from mailtui.frontends.console.widgets.connections import COLUMNS, session_cells
 from mailtui.frontends.console.widgets.queue import empty_text
 from mailtui.frontends.console.widgets.table import TableState
 from mailtui.frontends.console.widgets.view import Column, Order, RowView
@@ -350,3 +351,10 @@ def test_snapshot_a_refused_session_in_detail(scene, snap_compare):
 
 def test_snapshot_clients_with_figures_at_80x24(scene, snap_compare):
     assert snap_compare(scene, press=("2",), terminal_size=(80, 24), run_before=scene_ready)
+
+
+@pytest.mark.parametrize("proto", ["smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps"])
+def test_every_protocol_fits_the_proto_column(proto):
+    width = next(column.width for column in COLUMNS if column.key == "proto")
+    label = session_cells(SessionRow(key="k", session="M1", at=NOW, proto=proto, peer="192.0.2.1"))["proto"]
+    assert 4 <= len(label) <= width and label[0] == proto[0]

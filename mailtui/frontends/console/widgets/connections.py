@@ -1,4 +1,4 @@
-"""Connections: every SMTP and POP3 session as it happens."""
+"""Connections: every SMTP, submission, POP3 and IMAP session as it happens."""
 
 from __future__ import annotations
 
@@ -29,6 +29,9 @@ def address_order(peer: str) -> tuple[int, int, str]:
         return 9, 0, peer
     return address.version, int(address), peer
 
+
+# Every protocol in five characters, the Proto column's width ("submission" showed as "subm…").
+PROTO_LABELS = {"submission": "subm", "submissions": "smtps"}
 
 COLUMNS = (
     Column("time", "Time", 8, sort=lambda row: row.at),
@@ -81,7 +84,7 @@ def dimmed(cells: dict[str, Cell]) -> dict[str, Cell]:
 def _session_cells(row: SessionRow) -> dict[str, Cell]:
     return {
         "time": clock_time(row.at),
-        "proto": row.proto,
+        "proto": PROTO_LABELS.get(row.proto, row.proto),
         "peer": host_of(row.peer),
         "who": who_text(row),
         "tls": Text("yes", style="green") if row.tls else Text("no", style="dim"),
