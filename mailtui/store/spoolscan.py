@@ -17,9 +17,9 @@ import itertools
 import json
 import os
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 from .spoolfile import MSG, OLD_BODY, STATE, DamagedHeader, read_head
 
