@@ -117,7 +117,7 @@ def test_signed_once_when_queued_never_again_per_attempt(relay):
     send(srv, "alice@example.test", ["carol@remote.test"], message("alice@example.test", "deferred"))
     [queued] = srv.wait_for(lambda: srv.events_of(Queued), what="the queue entry")
     srv.wait_for(lambda: srv.events_of(Deferred), timeout=10, what="the first attempt's deferral")
-    spooled = (srv.data_dir / "spool" / f"{queued.msg_id}.eml").read_bytes()
+    spooled = srv.core.queue.read_body(queued.msg_id)
     assert queued.size == len(spooled)
     mx.handler.rules = {}
     srv.wait_for(lambda: srv.events_of(DeliveredRemote), timeout=10, what="the delivery")
@@ -180,7 +180,7 @@ def test_an_unreadable_key_refuses_relayed_mail_with_451_and_local_mail_still_ar
                 send(srv, "alice@example.test", ["carol@remote.test"], message("alice@example.test", f"nokey{n}"))
             assert refused.value.smtp_code == 451 and b"DKIM" in refused.value.smtp_error
         assert len([e for e in srv.events_of(Notice) if "DKIM signing failed" in e.text]) == 1   # not one a message
-        assert len(srv.core.queue) == 0 and not list((srv.data_dir / "spool").glob("*.eml"))
+        assert len(srv.core.queue) == 0 and not list((srv.data_dir / "spool").glob("*.msg"))
         send(srv, "alice@example.test", ["bob@example.test"], message("alice@example.test", "local"))
         assert len(srv.maildir_files("bob@example.test")) == 1
     finally:

@@ -78,8 +78,9 @@ def test_relayed_via_mx_with_preference_fallback(relay, remote_port):
         assert sorted(got.rcpt_tos) == ["bob@mx.test", "carol@mx.test"]  # one transaction
         assert got.mail_from == "alice@localhost"
         assert got.content.endswith(MSG) and got.content.startswith(b"Received: from client.test")
-        relay.wait_for(lambda: len(relay.core.queue) == 0, what="queue to empty")
-        assert not list((relay.data_dir / "spool").glob("*.eml"))
+        spool = relay.data_dir / "spool"
+        relay.wait_for(lambda: len(relay.core.queue) == 0 and not [p for p in spool.iterdir() if p.is_file()],
+                       what="queue and spool to empty")
         delivered = relay.events_of(DeliveredRemote)
         assert {e.recipient for e in delivered} == {"bob@mx.test", "carol@mx.test"}
         assert {e.msg_id for e in delivered} == {msg_id}

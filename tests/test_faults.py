@@ -112,7 +112,7 @@ class Serve:
         return [p.read_bytes() for sub in ("new", "cur") for p in sorted((box / sub).glob("*"))]
 
     def spool(self) -> list[Path]:
-        return sorted((self.data / "spool").glob("*.json"))
+        return sorted((self.data / "spool").glob("*.msg"))          # one file a message
 
 
 @pytest.fixture
@@ -296,7 +296,7 @@ def test_file_size_limit_during_data_is_452_and_the_server_lives(serve):
         assert data_reply(s.port, rcpts, big).startswith(b"452 4.3.1"), rcpts
         assert s.proc.poll() is None, "the server died of SIGXFSZ"
     assert s.mailbox() == [] and s.spool() == []
-    assert not list((s.data / "spool").glob("*.eml"))
+    assert not [p for p in (s.data / "spool").iterdir() if p.is_file()]   # nor a temporary file
     assert not list((s.data / "mail" / "localhost" / "bob" / "tmp").glob("*"))
     assert data_reply(s.port, ["bob@localhost", "far@remote.test"]).startswith(b"250")
     assert len(s.mailbox()) == 1 and len(s.spool()) == 1
@@ -461,6 +461,6 @@ def test_a_client_leaving_while_its_message_is_stored_strands_nothing(server):
             time.sleep(0.0002 * i)
             c.sock.shutdown(socket.SHUT_WR)
     time.sleep(0.5)
-    spooled = {p.stem for p in (server.data_dir / "spool").glob("*.json")}
+    spooled = {p.stem for p in (server.data_dir / "spool").glob("*.msg")}
     queued = {item.id for item in server.call(server.core.queue.items)}
     assert spooled == queued

@@ -89,6 +89,13 @@ def create_new(path: str | os.PathLike, data: bytes, *, mode: int = 0o600) -> bo
     return True
 
 
+def _retrieved(task: asyncio.Task) -> None:
+    """Mark a sync's failure seen: it reaches whoever awaits the sync, and with no one
+    waiting, the next sync of that directory fails the same way for someone who does."""
+    if not task.cancelled():
+        task.exception()
+
+
 class DirSyncer:
     """Coalesce directory fsyncs issued by many coroutines.
 
@@ -103,16 +110,21 @@ class DirSyncer:
         self._pending: dict[str, asyncio.Task] = {}
 
     async def sync(self, directory: str | os.PathLike) -> None:
+        await asyncio.shield(self.soon(directory))
+
+    def soon(self, directory: str | os.PathLike) -> asyncio.Task:
+        """Ask for the same sync without waiting for it: for changes nobody waits on."""
         key = os.fspath(directory)
         task = self._pending.get(key)
         if task is None:
             running = self._running.get(key)
             task = asyncio.ensure_future(self._sync_after(key, running))
+            task.add_done_callback(_retrieved)
             if running is None:
                 self._running[key] = task
             else:
                 self._pending[key] = task
-        await asyncio.shield(task)
+        return task
 
     async def _sync_after(self, key: str, previous: asyncio.Task | None) -> None:
         if previous is not None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import smtplib
 import socket
@@ -12,6 +11,7 @@ from conftest import start_server
 from harness import PASSWORD, tls_context
 
 from mailtui.events import ClientRefused, MessageAccepted
+from mailtui.store.spoolfile import read_head
 
 MSG = b"From: a@example.org\r\nTo: b@localhost\r\nSubject: hi\r\n\r\nHello there.\r\n"
 
@@ -103,8 +103,8 @@ def test_remote_recipient_is_queued_with_spool_files(server):
         assert code == 250
     msg_id = text.decode().rsplit(" ", 1)[1]
     spool = server.data_dir / "spool"
-    assert (spool / f"{msg_id}.eml").exists()
-    envelope = json.loads((spool / f"{msg_id}.json").read_text())
+    assert sorted(p.name for p in spool.iterdir()) == [f"{msg_id}.msg"]    # no state before an attempt
+    envelope = read_head(spool / f"{msg_id}.msg")
     assert envelope["sender"] == "a@example.org"
     assert envelope["recipients"][0]["address"] == "far@remote.test"
     rows = server.run(server.core.admin.call("queue_list", {}))
@@ -148,7 +148,7 @@ def test_starttls_auth_makes_a_registered_client(server):
         code, text = c.data(MSG)
         assert code == 250
     assert len(server.core.queue) == 1
-    data = next((server.data_dir / "spool").glob("*.eml")).read_bytes()
+    data = next((server.data_dir / "spool").glob("*.msg")).read_bytes()
     assert b"with ESMTPSA id" in data
 
 

@@ -112,7 +112,7 @@ class Harness:
 
     async def wait_settled(self, msg_id: str, timeout: float = 10.0) -> None:
         """Wait until the message has left the queue and its spool files are gone."""
-        files = [self.queue.body_path(msg_id), self.queue.body_path(msg_id).with_suffix(".json")]
+        files = [self.queue.dir / f"{msg_id}{ext}" for ext in (".msg", ".json")]
 
         async def gone() -> None:
             while self.queue.get(msg_id) is not None or any(f.exists() for f in files):

@@ -312,7 +312,7 @@ async def test_dns_down_defers_not_bounces(smtp_port, tmp_path, harnesses):
     [rcpt] = item.recipients
     assert rcpt.state == "deferred" and rcpt.status == "4.4.3"
     assert "mx.test" in rcpt.last_error
-    assert spool_files(tmp_path) == [f"{item.id}.eml", f"{item.id}.json"]
+    assert spool_files(tmp_path) == [f"{item.id}.json", f"{item.id}.msg"]
 
 
 async def test_failed_submit_drops_the_dsn_with_a_notice(dns_world, smtp_port, tmp_path, harnesses):
@@ -400,15 +400,15 @@ async def test_a_cancelled_attempt_leaves_the_spool_as_it_was(tmp_path, harnesse
     courier = ScriptedCourier(hold=True)
     h = harnesses(tmp_path, offline_config(tmp_path), courier=courier)
     item = await h.enqueue(["a@[127.0.0.9]", "b@[127.0.0.8]"])
-    envelope = h.queue.body_path(item).with_suffix(".json")
-    before = envelope.read_bytes()
+    spooled = h.queue.dir / f"{item.id}.msg"
+    before = spooled.read_bytes()
     attempt = asyncio.create_task(h.transfer.attempt(item, lambda: pytest.fail("asked to bounce")))
     await asyncio.wait_for(courier.called.wait(), 5)
     attempt.cancel()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(attempt, 5)
-    assert envelope.read_bytes() == before
-    assert spool_files(tmp_path) == [f"{item.id}.eml", f"{item.id}.json"]
+    assert spooled.read_bytes() == before
+    assert spool_files(tmp_path) == [f"{item.id}.msg"]        # no state file before an attempt ends
     assert [(r.state, r.attempts) for r in item.recipients] == [("queued", 0), ("queued", 0)]
     assert item.attempts == 0
     assert not h.events.of(Deferred) and not h.events.of(Bounced) and not h.events.of(DeliveredRemote)

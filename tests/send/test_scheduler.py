@@ -271,7 +271,7 @@ async def test_restart_picks_up_a_deferred_message(dns_world, smtp_port, tmp_pat
     [deferred] = await first.events.wait_for(lambda e: isinstance(e, Deferred), timeout=10)
     assert "connection refused" in deferred.error
     await first.stop()
-    assert spool_files(tmp_path) == [f"{item.id}.eml", f"{item.id}.json"]
+    assert spool_files(tmp_path) == [f"{item.id}.json", f"{item.id}.msg"]
 
     second = harnesses(tmp_path, config)
     assert len(second.queue) == 1
@@ -311,7 +311,7 @@ async def test_bounce_now_and_retry_now(dns_world, smtp_port, tmp_path, harnesse
     assert rcpt["Final-Recipient"] == "rfc822; later@mx.test"
     assert rcpt["Status"] == "5.0.0"
     assert "removed by the administrator" in dsn.get_payload()[0].get_content()
-    assert spool_files(tmp_path) == [f"{second.id}.eml", f"{second.id}.json"]
+    assert spool_files(tmp_path) == [f"{second.id}.json", f"{second.id}.msg"]
 
 
 async def test_concurrency_limits(dns_world, smtp_port, tmp_path, harnesses):
@@ -356,7 +356,7 @@ async def test_stop_after_grace_leaves_the_message_for_retry(dns_world, smtp_por
         await asyncio.wait_for(first.scheduler.stop(grace=0.1), 5)
         stuck.handler.hold.set()
     assert not first.events.of(DeliveredRemote) and not first.events.of(Deferred)
-    assert spool_files(tmp_path) == [f"{item.id}.eml", f"{item.id}.json"]
+    assert spool_files(tmp_path) == [f"{item.id}.msg"]   # as it arrived: no attempt ended
     assert not item.in_flight and first.scheduler.status()["active"] == 0
 
     second = harnesses(tmp_path, config)
