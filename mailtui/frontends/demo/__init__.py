@@ -1,6 +1,6 @@
 """``mailtui demo``: the console on a self-contained world on loopback.
 
-Nothing to configure and nothing leaves the machine: :mod:`mailtui.demo_world`
+Nothing to configure and nothing leaves the machine: :mod:`.world`
 starts a DNS server and remote mail hosts on 127.0.0.0/8, writes a config
 for a server on free ports, and sends traffic at it; this module runs that
 server with the console (or headless, printing events like ``mailtui
@@ -10,6 +10,7 @@ serve``) and removes the temporary data directory afterwards.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from rich.console import Console
@@ -21,10 +22,18 @@ async def _headless(world: DemoWorld, console: Console, seconds: float) -> None:
     from ..serve import run_headless
 
     stop = asyncio.Event()
-    if seconds > 0:
-        asyncio.get_running_loop().call_later(seconds, stop.set)
     world.start_traffic()
+    if seconds > 0:
+        asyncio.create_task(_stop_later(world, seconds, stop))
     await run_headless(world.config, console, stop)
+
+
+async def _stop_later(world: DemoWorld, seconds: float, stop: asyncio.Event) -> None:
+    """Stop ``seconds`` after every kind of traffic was shown once (a slow machine still shows it all)."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(world.shown_all.wait(), 60)
+    await asyncio.sleep(seconds)
+    stop.set()
 
 
 async def _console(world: DemoWorld, seconds: float) -> None:
@@ -35,6 +44,8 @@ async def _console(world: DemoWorld, seconds: float) -> None:
     world.start_traffic(app.lifecycle.ready.wait)
 
     async def quit_later(pilot) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(world.shown_all.wait(), 60)
         await asyncio.sleep(seconds)
         pilot.app.action_quit_now()
 

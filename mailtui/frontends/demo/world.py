@@ -245,6 +245,7 @@ class DemoWorld:
         self.hosts: list[asyncio.AbstractServer] = []
         self.sent = 0
         self._tasks: list[asyncio.Task] = []
+        self.shown_all = asyncio.Event()     # every kind of traffic sent once
 
     # -- set up --------------------------------------------------------------------------
 
@@ -356,6 +357,7 @@ class DemoWorld:
         for kind in weights:     # every kind once, quickly: each panel has something to show
             await self._send_quietly(kind)
             await asyncio.sleep(0.2)
+        self.shown_all.set()
         while True:
             await self._send_quietly(self.rng.choices(list(weights), weights=list(weights.values()))[0])
             await asyncio.sleep(self.rng.uniform(*self.interval))
