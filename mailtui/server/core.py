@@ -33,6 +33,7 @@ from ..dns.resolver import Resolver
 from ..events import EventBus, ListenerFailed, ListenerStarted, Notice, RegistryChanged
 from ..mailauth.dkimkeys import DkimKeyError, DkimKeys
 from ..mailauth.dkimsign import DkimSigner
+from ..mailauth.mtasts import MtaSts
 from ..mailauth.verdict import AuthPolicy
 from ..receive.intake import Envelope, Intake
 from ..receive.listen import listen
@@ -229,8 +230,10 @@ class Core:
         self.intake = Intake(maildirs=self.maildirs, queue=self.queue, bus=self.bus, store=self.store,
                              signer=self.signer)
         self.resolver = Resolver(cfg.dns.nameservers, cfg.dns.timeout, bus=self.bus, store=self.store)
+        sts = MtaSts(self.resolver, cfg.server.data_dir, ca_file=cfg.mta_sts.ca_file,
+                     fetch_timeout=cfg.mta_sts.fetch_timeout) if cfg.mta_sts.enforce else None
         transfer = TransferAgent(config=cfg, queue=self.queue, resolver=self.resolver, bus=self.bus,
-                                 submit=self.submit, store=self.store)
+                                 submit=self.submit, store=self.store, mta_sts=sts)
         self.delivery = Scheduler(config=cfg, queue=self.queue, bus=self.bus, transfer=transfer)
         self.admin = Admin(registry=self.registry, queue=self.queue, maildirs=self.maildirs,
                            delivery=self.delivery, bus=self.bus, status=self.status)
