@@ -172,6 +172,7 @@ class DeliveredRemote(Event):
     tls: bool = False
     queued_for: float = 0.0      # seconds from arrival to this delivery
     reused: bool = False      # over a cached connection that had carried mail before
+    mta_sts: str = ""         # the recipient domain's MTA-STS mode it went under ("enforce": verified TLS)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -7,7 +7,8 @@
   never answers (a DNS timeout);
 * :class:`FakeMX` serves aiosmtpd's SMTP protocol on one loopback address
   (127.0.0.2, 127.0.0.3 ...), accepting, deferring or rejecting recipients
-  by their local part, and records what it received;
+  by their local part, and records what it received (and counts connections);
+  its STARTTLS uses a self-signed certificate or the server context given;
 * :func:`busy_server` answers every connection with a 4xx greeting.
 
 Nothing here touches anything outside the loopback network.
@@ -308,17 +309,22 @@ class Recorder:
 
 
 class FakeMX:
-    """An SMTP server on ``host:port`` speaking aiosmtpd's protocol."""
+    """An SMTP server on ``host:port`` speaking aiosmtpd's protocol.
+
+    ``tls``: offer STARTTLS, with a self-signed certificate (True) or this
+    server context (say, one of tests/tlsworld.py's ``TestCA``).
+    """
 
     def __init__(self, host: str, port: int, *, name: str | None = None,
                  rules: dict[str, str] | None = None, smtputf8: bool = True,
-                 tls: bool = False, size_limit: int = 33554432, data_delay: float = 0.0):
+                 tls: bool | ssl.SSLContext = False, size_limit: int = 33554432, data_delay: float = 0.0):
         self.host = host
         self.port = port
         self.handler = Recorder(name or host, rules, data_delay=data_delay)
         self.smtputf8 = smtputf8
-        self.tls_context = server_tls_context() if tls else None
+        self.tls_context = tls if isinstance(tls, ssl.SSLContext) else server_tls_context() if tls else None
         self.size_limit = size_limit
+        self.connections = 0
         self.server: asyncio.base_events.Server | None = None
 
     @property
@@ -326,6 +332,7 @@ class FakeMX:
         return self.handler.messages
 
     def _protocol(self) -> SMTPProtocol:
+        self.connections += 1
         return SMTPProtocol(self.handler, hostname=self.handler.name,
                             enable_SMTPUTF8=self.smtputf8, tls_context=self.tls_context,
                             data_size_limit=self.size_limit, timeout=10,

@@ -64,6 +64,8 @@ def describe(event: ev.Event) -> str | None:
             return f"{event.msg_id} attempt {event.attempt} to {event.domain} for {_rcpts(event.recipients)}"
         case ev.DeliveredRemote():
             tls = " TLS" if event.tls else ""
+            if event.mta_sts:
+                tls += f" (MTA-STS {event.mta_sts}{', verified' if event.mta_sts == 'enforce' else ''})"
             reused = " (reused connection)" if event.reused else ""
             return f"{event.msg_id} delivered to {event.recipient} via {event.remote_mta}{tls}{reused}: " \
                    f"{event.reply}"

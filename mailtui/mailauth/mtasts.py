@@ -15,12 +15,13 @@ The cache is one JSON file per domain under ``data_dir/mta-sts/``, written
 atomically, so policies survive restarts (a restart must not downgrade a
 domain to "no policy"). Concurrent deliveries to one domain share one fetch.
 
-What the courier does with a policy (phase B): in ``enforce`` mode, try only
-the MX hosts for which :func:`~.stspolicy.mx_allowed` holds, require STARTTLS
-with :meth:`MtaSts.tls_context` and ``server_hostname`` = the MX name, and
-defer (with :func:`refusal`'s text) when no allowed MX can be reached that
-way; in ``testing`` mode deliver as usual and log what enforce would have
-refused. DANE (RFC 7672) is not checked.
+What delivery does with a policy (:mod:`mailtui.send.stsroute`): in
+``enforce`` mode, try only the MX hosts for which
+:func:`~.stspolicy.mx_allowed` holds, require STARTTLS with
+:meth:`MtaSts.tls_context` and ``server_hostname`` = the MX name, and defer
+(with :func:`refusal`'s text) when no allowed MX can be reached that way; in
+``testing`` mode deliver as usual and publish a notice of what enforce would
+have refused. DANE (RFC 7672) is not checked.
 """
 
 from __future__ import annotations

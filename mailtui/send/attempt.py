@@ -28,7 +28,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from ..addresses import domain_of
@@ -42,6 +42,7 @@ from ..events import (
     EventBus,
     Notice,
 )
+from ..mailauth.mtasts import MtaSts
 from ..store.db import Store
 from ..store.queue import Queue, QueueItem, RecipientState
 from ..wire import header_section
@@ -50,6 +51,7 @@ from .connections import CacheLimits, ConnectionCache
 from .courier import Courier, Outcome
 from .dsn import build_dsn
 from .smtp_courier import SmtpCourier
+from .stsroute import Route, route, testing_report
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +202,7 @@ class TransferAgent:
 
     def __init__(self, *, config: Config, queue: Queue, resolver: Resolver, bus: EventBus,
                  submit: Submit, store: Store | None = None, courier: Courier | None = None,
-                 rng: random.Random | None = None):
+                 rng: random.Random | None = None, mta_sts: MtaSts | None = None):
         d = config.delivery
         self.config = config
         self.queue = queue
@@ -215,6 +217,7 @@ class TransferAgent:
                 idle_time=d.connection_cache_time, reuse_limit=d.connection_reuse_limit,
                 size=d.connection_cache_size, per_destination=d.connection_cache_per_destination)))
         self._rng = rng or random.Random()
+        self.mta_sts = mta_sts            # None: recipient domains' MTA-STS policies are not looked up
 
     def close(self) -> None:
         """Close the connections kept for the next attempts (at shutdown)."""
@@ -286,23 +289,46 @@ class TransferAgent:
         try:
             hosts = await self.resolver.mail_hosts(domain)
             hosts = without_self(domain, hosts, self.config.server.hostname)
-            outcomes = await self.courier.deliver(
-                hosts, sender=item.sender, recipients=addresses, body=body,
-                smtputf8=item.smtputf8, body_8bit=item.body_8bit)
+            way = await self._route(domain, hosts)
+            if way.refused is not None:
+                outcomes = dict.fromkeys(addresses, way.refused)
+            else:
+                outcomes = await self.courier.deliver(
+                    way.hosts, sender=item.sender, recipients=addresses, body=body,
+                    smtputf8=item.smtputf8, body_8bit=item.body_8bit,
+                    require_tls=way.require_tls, verify_tls=way.verify_tls)
+                outcomes = self._under_policy(way, outcomes)
         except Exception as exc:
             if not isinstance(exc, DnsError):
                 log.exception("delivery of %s to %s failed", item.id, domain)
             outcomes = dict.fromkeys(addresses, error_outcome(domain, exc))
         return [(r, outcomes[r.address]) for r in rcpts]
 
+    async def _route(self, domain: str, hosts: list[MailHost]) -> Route:
+        """The MX hosts and TLS the domain's MTA-STS policy allows (address literals have none)."""
+        if self.mta_sts is None or domain.startswith("["):
+            return Route(hosts)
+        return route(await self.mta_sts.policy_for(domain), hosts, self.mta_sts.tls_context())
+
+    def _under_policy(self, way: Route, outcomes: dict[str, Outcome]) -> dict[str, Outcome]:
+        """Outcomes marked with the MTA-STS mode they went under; testing mode's findings told."""
+        if not way.mode:
+            return outcomes
+        if way.policy is not None and way.mode == "testing":
+            report = testing_report(way.policy, outcomes.values())
+            if report:
+                self._notice("warning", report)
+        return {address: replace(outcome, mta_sts=way.mode) for address, outcome in outcomes.items()}
+
     def _announce(self, item: QueueItem, verdict: Verdict, next_attempt: float) -> None:
         """Events and delivery log for the recipients delivered and deferred."""
         for rcpt, outcome in verdict.delivered:
             self.bus.publish(DeliveredRemote(msg_id=item.id, recipient=rcpt.address,
                                              remote_mta=outcome.remote_mta, reply=outcome.reply,
-                                             tls=outcome.tls, reused=outcome.reused,
+                                             tls=outcome.tls, reused=outcome.reused, mta_sts=outcome.mta_sts,
                                              queued_for=time.time() - item.arrival))
-            self._log(item, rcpt, "delivered", tls=outcome.tls, reused=outcome.reused)
+            self._log(item, rcpt, "delivered", tls=outcome.tls, reused=outcome.reused,
+                      mta_sts=outcome.mta_sts)
         for rcpt in verdict.deferred:
             self.bus.publish(Deferred(msg_id=item.id, recipient=rcpt.address,
                                       error=rcpt.last_error, next_attempt=next_attempt,

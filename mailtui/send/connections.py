@@ -2,7 +2,7 @@
 
 After Postfix's ``scache`` and its SMTP client's settings: a session that
 delivered a message goes back here instead of saying QUIT, and the next
-message to the same destination (MX host, address, port) takes it, saving
+message to the same destination (MX host, address, port, TLS level) takes it, saving
 the connect, the greeting, EHLO and the TLS handshake. Bounded like Postfix:
 
 * idle time (``smtp_connection_cache_time_limit``): a session unused for
@@ -27,14 +27,21 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
+# How a destination's TLS is checked: part of its key, so that a session opened
+# one way is never reused by a delivery that needs another.
+MAY = "may"                  # opportunistic: STARTTLS if offered, nothing checked
+PREFER_VERIFIED = "prefer"   # MTA-STS testing: a checked certificate if there is one, else as MAY
+VERIFIED = "verified"        # MTA-STS enforce: STARTTLS and a certificate valid for the MX name, or nothing
+
 
 @dataclass(frozen=True, slots=True)
 class Destination:
-    """Where a connection goes. Sessions are shared by every domain with this MX."""
+    """Where a connection goes. Sessions are shared by every domain with this MX and TLS level."""
 
     host: str              # the MX host's name, as the DNS gave it
     address: str
     port: int
+    tls: str = MAY
 
 
 @dataclass(frozen=True, slots=True)

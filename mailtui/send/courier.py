@@ -10,6 +10,7 @@ test can take its place.
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -27,6 +28,8 @@ class Outcome:
     tls: bool
     reply: str = ""                # the server's reply, e.g. "550 5.1.1 no such user"
     reused: bool = False           # over a connection that had carried mail before
+    verified: bool = False         # over TLS with a certificate checked for the MX name
+    mta_sts: str = ""              # the MTA-STS mode it went under ("enforce", "testing"), "" if none
 
     @property
     def diagnostic(self) -> str:
@@ -40,11 +43,18 @@ class Courier(Protocol):
     ``hosts`` come best first. The answer has an :class:`Outcome` for every
     recipient, and a failed one says whether the failure is permanent. A
     courier never waits to retry and never bounces: the attempt decides that.
+
+    With ``require_tls`` (MTA-STS enforce) mail goes only over STARTTLS with
+    that context, whose certificate checks must pass for the MX name; a host
+    where that fails is skipped, never used in plaintext. With ``verify_tls``
+    (MTA-STS testing) that is tried first, and the usual opportunistic TLS
+    after; :attr:`Outcome.verified` says which it was.
     """
 
     async def deliver(self, hosts: list[MailHost], *, sender: str, recipients: list[str],
-                      body: bytes, smtputf8: bool = False,
-                      body_8bit: bool = False) -> dict[str, Outcome]: ...
+                      body: bytes, smtputf8: bool = False, body_8bit: bool = False,
+                      require_tls: ssl.SSLContext | None = None,
+                      verify_tls: ssl.SSLContext | None = None) -> dict[str, Outcome]: ...
 
     def close(self) -> None:
         """Let go of what is kept between deliveries (cached connections); at shutdown."""

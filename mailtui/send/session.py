@@ -2,7 +2,9 @@
 
 Behaviour follows Postfix's SMTP client where it matters: opportunistic
 STARTTLS without certificate checks (a failed handshake is retried in
-plaintext by the courier), SIZE honoured before sending, BODY=8BITMIME when
+plaintext by the courier) unless TLS is required (MTA-STS enforce: then a
+host without STARTTLS, or whose certificate fails the checks, is skipped
+with a 4.7.x outcome, never used in plaintext), SIZE honoured before sending, BODY=8BITMIME when
 offered (8-bit mail is still sent when it is not), SMTPUTF8 required for
 mail that needs it, per-recipient results.
 
@@ -92,6 +94,7 @@ class Session:
         self.conn: SmtpConnection | None = None
         self.extensions: dict[str, str] = {}
         self.tls = False
+        self.verified = False      # TLS with the certificate checked for the host's name
         self.uses = 0
 
     @property
@@ -114,11 +117,12 @@ class Session:
                        status=enhanced_status(code if (ok or permanent or 400 <= code < 500) else 451,
                                               reply.text),
                        text=self.said(reply, stage), remote_mta=self.destination.host,
-                       tls=self.tls, reply=f"{code} {one_line(reply.text)}", reused=self.uses > 1)
+                       tls=self.tls, reply=f"{code} {one_line(reply.text)}", reused=self.uses > 1,
+                       verified=self.verified)
 
     def local(self, permanent: bool, status: str, text: str) -> Outcome:
         return Outcome(ok=False, permanent=permanent, code=0, status=status, text=text,
-                       remote_mta=self.destination.host, tls=self.tls)
+                       remote_mta=self.destination.host, tls=self.tls, verified=self.verified)
 
     def _trouble(self, exc: SmtpIOError, stage: str) -> Outcome:
         if isinstance(exc, ReplyTimeout):
@@ -127,11 +131,12 @@ class Session:
 
     # -- opening -----------------------------------------------------------------------
 
-    async def open(self, tls_context: ssl.SSLContext | None) -> None:
+    async def open(self, tls_context: ssl.SSLContext | None, required: bool = False) -> None:
         """Connect, greet, EHLO and, with a ``tls_context``, STARTTLS when offered.
 
         Raises :class:`TryNext` when this address will not do, :class:`TlsFailed`
-        when the TLS handshake failed (try again without).
+        when the TLS handshake failed (try again without). With ``required``
+        (MTA-STS), no STARTTLS or a failed one is a :class:`TryNext` too.
         """
         d = self.destination
         try:
@@ -152,9 +157,17 @@ class Session:
                           reply=f"{greeting.code} {one_line(greeting.text)}")
         await self._hello()
         if tls_context is not None and "starttls" in self.extensions:
-            await self._starttls(tls_context)
+            await self._starttls(tls_context, required)
+        elif required:
+            raise self._no_tls("4.7.4", "did not offer STARTTLS")
 
-    async def _starttls(self, context: ssl.SSLContext) -> None:
+    def _no_tls(self, status: str, what: str, reply: Reply | None = None) -> TryNext:
+        """This host cannot be used: the recipient domain's MTA-STS policy requires TLS."""
+        said = f"{reply.code} {one_line(reply.text)}" if reply else ""
+        return TryNext(f"MTA-STS requires TLS, but host {self.name} {what}", status=status,
+                       code=reply.code if reply else 0, remote_mta=self.destination.host, reply=said)
+
+    async def _starttls(self, context: ssl.SSLContext, required: bool) -> None:
         assert self.conn is not None
         try:
             reply = await self.conn.command(b"STARTTLS", self.command_timeout)
@@ -162,14 +175,24 @@ class Session:
             raise TryNext(self._trouble(exc, "STARTTLS command").text, status="4.4.2",
                           remote_mta=self.destination.host) from None
         if reply.code != 220:
+            if required:
+                raise self._no_tls("4.7.4", f"refused STARTTLS: {reply.code} {one_line(reply.text)}", reply)
             return  # STARTTLS refused: carry on in plaintext, as Postfix does
         host = self.destination.host
         try:
             await self.conn.starttls(context, None if host.startswith("[") else host,
                                      self.command_timeout)
+        except ssl.SSLCertVerificationError as exc:
+            if required:
+                raise self._no_tls("4.7.5", f"has no valid certificate for its name "
+                                            f"({exc.verify_message})") from None
+            raise TlsFailed() from None
         except (ssl.SSLError, OSError, asyncio.TimeoutError, SmtpIOError):
+            if required:
+                raise self._no_tls("4.7.5", "failed the TLS handshake") from None
             raise TlsFailed() from None
         self.tls = True
+        self.verified = context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
         await self._hello()
 
     async def _hello(self) -> None:

@@ -11,6 +11,13 @@ timeout, a 421) is not the message's failure: the recipients it left without
 an answer are sent again at once, once, on a fresh connection, and only what
 happens there becomes their outcome. Connection failures move on to the next
 address; a failed TLS handshake is retried in plaintext (opportunistic TLS).
+
+A delivery bound by an MTA-STS policy has its own TLS level in the
+destination (:data:`~.connections.VERIFIED` for enforce, ``PREFER_VERIFIED``
+for testing), so it never takes a session opened for opportunistic TLS: an
+enforced one is only made with the verifying context and never falls back;
+a testing one tries that context first, then opportunistic TLS, then none.
+Verified sessions do not resume TLS sessions (a full handshake each time).
 """
 
 from __future__ import annotations
@@ -21,7 +28,14 @@ from functools import lru_cache
 
 from ..dns.resolver import MailHost
 from ..wire import normalize_crlf
-from .connections import ConnectionCache, Destination, opportunistic_context
+from .connections import (
+    MAY,
+    PREFER_VERIFIED,
+    VERIFIED,
+    ConnectionCache,
+    Destination,
+    opportunistic_context,
+)
 from .courier import Outcome
 from .session import Broken, Mail, Session, TlsFailed, TryNext
 
@@ -44,10 +58,12 @@ class SmtpCourier:
     cache: ConnectionCache | None = None
 
     async def deliver(self, hosts: list[MailHost], *, sender: str, recipients: list[str],
-                      body: bytes, smtputf8: bool = False,
-                      body_8bit: bool = False) -> dict[str, Outcome]:
+                      body: bytes, smtputf8: bool = False, body_8bit: bool = False,
+                      require_tls: ssl.SSLContext | None = None,
+                      verify_tls: ssl.SSLContext | None = None) -> dict[str, Outcome]:
         mail = Mail(sender, list(recipients), normalize_crlf(body, final=True), smtputf8, body_8bit)
-        destinations = [Destination(h.name, a, self.port) for h in hosts for a in h.addresses]
+        level = VERIFIED if require_tls else PREFER_VERIFIED if verify_tls else MAY
+        destinations = [Destination(h.name, a, self.port, level) for h in hosts for a in h.addresses]
         done: dict[str, Outcome] = {}
         cached = self._cached(destinations)
         if cached is not None:
@@ -60,9 +76,10 @@ class SmtpCourier:
         failure = TryNext("no mail host to try").outcome
         for destination in destinations:
             try:
-                session = await self._open(destination)
+                session = await self._open(destination, require_tls or verify_tls)
             except TryNext as exc:
-                failure = exc.outcome
+                if not failure.status.startswith("4.7."):   # an MTA-STS refusal says more than "down"
+                    failure = exc.outcome
                 continue
             try:
                 return done | await self._carry(session, mail)
@@ -96,23 +113,31 @@ class SmtpCourier:
             self.cache.put(session.destination, session)
         return results
 
-    async def _open(self, destination: Destination) -> Session:
+    def _contexts(self, destination: Destination,
+                  verifying: ssl.SSLContext | None) -> list[ssl.SSLContext | None]:
+        """The TLS contexts to try in turn (None: plaintext); each one after a failed handshake."""
+        if destination.tls == VERIFIED:
+            return [verifying]
+        opportunistic = client_tls_context() if self.cache is None else self.cache.tls.context(destination)
+        if destination.tls == PREFER_VERIFIED:
+            return [verifying, opportunistic, None]
+        return [opportunistic, None]
+
+    async def _open(self, destination: Destination, verifying: ssl.SSLContext | None = None) -> Session:
         helo = self.helo if self.helo.isascii() else self.helo.encode("idna").decode("ascii")
-        tls: ssl.SSLContext | None = (client_tls_context() if self.cache is None
-                                      else self.cache.tls.context(destination))
-        while True:
+        for tls in self._contexts(destination, verifying):
             session = Session(destination, helo, self.connect_timeout, self.command_timeout)
             try:
-                await session.open(tls)
+                await session.open(tls, required=destination.tls == VERIFIED)
             except TlsFailed:
                 session.close(quit=False)
                 if self.cache is not None:
                     self.cache.tls.forget(destination)
-                tls = None  # once more, in plaintext
-                continue
+                continue  # once more, with the next context
             except BaseException:
                 session.close(quit=False)
                 raise
             if session.tls and self.cache is not None and session.conn is not None:
                 self.cache.tls.remember(destination, session.conn.ssl_object)
             return session
+        raise AssertionError("the last context is plaintext, or TLS is required: no TlsFailed")

@@ -33,6 +33,7 @@ from ..dns.resolver import Resolver
 from ..events import EventBus, ListenerFailed, ListenerStarted, Notice, RegistryChanged
 from ..mailauth.dkimkeys import DkimKeyError, DkimKeys
 from ..mailauth.dkimsign import DkimSigner
+from ..mailauth.mtasts import MtaSts
 from ..mailauth.verdict import AuthPolicy
 from ..receive.intake import Envelope, Intake
 from ..receive.listen import end_smtp_sessions, listen
@@ -233,8 +234,10 @@ class Core:
     def _build_delivery(self) -> Scheduler:
         """The scheduler (what is due, how many in flight) and its transfer agent (one attempt each)."""
         cfg = self.config
+        sts = MtaSts(self.resolver, cfg.server.data_dir, ca_file=cfg.mta_sts.ca_file,
+                     fetch_timeout=cfg.mta_sts.fetch_timeout) if cfg.mta_sts.enforce else None
         transfer = TransferAgent(config=cfg, queue=self.queue, resolver=self.resolver, bus=self.bus,
-                                 submit=self.submit, store=self.store)
+                                 submit=self.submit, store=self.store, mta_sts=sts)
         return Scheduler(config=cfg, queue=self.queue, bus=self.bus, transfer=transfer)
 
     def _build_smtp(self) -> None:

@@ -339,7 +339,8 @@ class ScriptedCourier:
         self.hold = hold
         self.called = asyncio.Event()
 
-    async def deliver(self, hosts, *, sender, recipients, body, smtputf8=False, body_8bit=False):
+    async def deliver(self, hosts, *, sender, recipients, body, smtputf8=False, body_8bit=False,
+                      require_tls=None, verify_tls=None):
         self.calls.append({"hosts": hosts, "sender": sender, "recipients": recipients, "body": body,
                            "smtputf8": smtputf8, "body_8bit": body_8bit})
         self.called.set()
