@@ -276,7 +276,7 @@ class Core:
             scrape = MetricsServer(self.metrics)
             for ep in cfg.metrics.listen:
                 await self._bind("metrics", ep, scrape.serve)
-        hub = AttachHub(self.bus, lambda parts: snapshot.take(self, parts))
+        hub = AttachHub(self.bus, lambda parts: snapshot.take(self, parts), lag=self.lag)
         self.control = ControlServer(self.admin, socket_path(cfg.server.data_dir), hub)
         try:
             await self.control.start()
