@@ -344,8 +344,8 @@ class MailtuiApp(AdminWorkflows, TypeAhead):
         elif panel == "dns":
             self.query_one(DnsPanel).show(list(self.model.dns))
         elif panel == "queue":
-            items = self.core.queue.items()
-            self.query_one(QueuePanel).show([QueueRow.of(item) for item in items[:MAX_ROWS]], self.model.counters)
+            items = self.core.queue.items(MAX_ROWS)
+            self.query_one(QueuePanel).show([QueueRow.of(item) for item in items], self.model.counters)
         elif panel == "clients":
             self.run_worker(self._load_registry, group="registry", exclusive=True, exit_on_error=False)
 

@@ -72,8 +72,8 @@ class RemoteQueue:
     def __len__(self) -> int:
         return self._size
 
-    def items(self) -> Sequence[QueueItem]:
-        return self._items
+    def items(self, limit: int | None = None) -> Sequence[QueueItem]:
+        return self._items[:limit]
 
     def take(self, part: dict) -> None:
         items = []

@@ -39,7 +39,7 @@ class ListenerView(Protocol):
 
 class QueueView(Protocol):
     def __len__(self) -> int: ...
-    def items(self) -> Sequence[QueueItem]: ...
+    def items(self, limit: int | None = None) -> Sequence[QueueItem]: ...   # the oldest first
 
 
 class RegistryView(Protocol):
