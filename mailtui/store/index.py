@@ -44,7 +44,7 @@ CHUNK = 1024               # rows made on the loop between two yields (~4 ms)
 THROTTLE = 20              # a round that took t waits THROTTLE * t before the next ...
 MAX_PAUSE = 10.0           # ... but no longer than this (after a rebuild at start, changes still show soon)
 SYNC_REBUILD_MAX = 100_000  # messages up to which a rebuild still due at close is done then (~5 s)
-ROUND = 0.5                # seconds of shard writing in one round; the shards left wait for the next
+ROUND_ROWS = 20_000        # rows read from the spool in one round (~1 s of a worker); the rest wait
 
 
 def shard_of(msg_id: str) -> int:
@@ -181,6 +181,9 @@ class QueueIndex:
         self._written: set[int] = set()
         self._not_before = 0.0
         self._flushing = False
+        # The ids of shards being rebuilt, by shard, kept from round to round (a rebuild takes
+        # many); ids added since are in ``_dirty``, removed ones make a row of None.
+        self._buckets: dict[int, list[str]] = {}
         self._remove_temp_files()
 
     def _remove_temp_files(self) -> None:
@@ -205,6 +208,7 @@ class QueueIndex:
         """Write every shard afresh from the queue at the next flush (after a spool scan, whose
         finds are not marked one by one: that would hold a set entry per message until then)."""
         self._rebuild = set(range(SHARDS))
+        self._buckets.clear()
 
     @property
     def dirty(self) -> bool:
@@ -224,16 +228,19 @@ class QueueIndex:
         """The patches to write, one shard at a time, so only one shard's rows are ever held (a
         rebuild at 500,000 messages would otherwise hold them all); None is a pause for the loop,
         after every CHUNK of work."""
-        buckets: dict[int, list[str]] = {}
-        if rebuild:
+        buckets = self._buckets
+        missing = rebuild - buckets.keys()
+        if missing:
             ids = list(self._all_ids())  # a copy: the queue changes while the caller yields
+            made_now: dict[int, list[str]] = {shard: [] for shard in missing}
             for start in range(0, len(ids), CHUNK):
                 for msg_id in ids[start:start + CHUNK]:
-                    shard = shard_of(msg_id)
-                    if shard in rebuild:
-                        buckets.setdefault(shard, []).append(msg_id)
+                    bucket = made_now.get(shard_of(msg_id))
+                    if bucket is not None:
+                        bucket.append(msg_id)
                 yield None
             del ids
+            buckets.update(made_now)     # only whole: a pass cut off (a cancelled flush) is made again
         made = 0
         for shard, dirty in work.items():
             patch: Patch = {}
@@ -248,24 +255,22 @@ class QueueIndex:
     async def flush(self) -> None:
         """Write the dirty shards: rows made on the loop in chunks, files in the executor.
 
-        A round stops after ROUND seconds of writing: a rebuild of 500,000 rows read from the
-        spool takes tens of seconds of a worker thread, which competes with the loop for the GIL,
-        so it is spread over rounds at the throttle's pace (about 1/THROTTLE of the time).
+        A round stops after ROUND_ROWS rows read from the spool: a rebuild of 500,000 of them
+        takes tens of seconds of a worker thread, which competes with the loop for the GIL, so
+        it is spread over rounds at the throttle's pace (about 1/THROTTLE of the time).
         """
         if self._flushing or not self.dirty or time.monotonic() < self._not_before:
             return
         loop = asyncio.get_running_loop()
         work, rebuild = self._take()
         written: set[int] = set()
-        writing = 0.0
+        writing, spooled = 0.0, 0
         self._flushing = True
         try:
             for made in self._patches(work, rebuild):
                 if made is None:
                     await asyncio.sleep(0)
                     continue
-                if writing >= ROUND:
-                    break
                 shard, patch = made
                 path, fresh = self.folder / shard_name(shard), shard not in self._written
                 started = time.monotonic()
@@ -278,6 +283,9 @@ class QueueIndex:
                     writing += time.monotonic() - started
                 written.add(shard)
                 self._mark_written(shard, intact)
+                spooled += sum(1 for row in patch.values() if type(row) is float)
+                if spooled >= ROUND_ROWS:     # (before the next shard's rows are made)
+                    break
             self._not_before = time.monotonic() + min(MAX_PAUSE, THROTTLE * writing)
         finally:
             self._flushing = False
