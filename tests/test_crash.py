@@ -168,7 +168,7 @@ def fill_deferred(spool: Path, count: int) -> set[str]:
 
 def test_sigkill_during_the_spool_scan_and_the_index_writes_loses_nothing(tmp_path):
     """kill -9 while a big spool is still being scanned, then while its index is being written."""
-    from mailtui.admin.control import call
+    from mailtui.admin.control import ControlError, call
     from mailtui.store.index import read_index
 
     data = tmp_path / "data"
@@ -216,7 +216,12 @@ def test_sigkill_during_the_spool_scan_and_the_index_writes_loses_nothing(tmp_pa
     try:
         wait_port(port, proc)
         deadline = time.monotonic() + 60
-        while call(data, "queue_status")["scanning"]:
+        while True:                  # (the control socket opens just after the SMTP port)
+            try:
+                if not call(data, "queue_status")["scanning"]:
+                    break
+            except ControlError:
+                pass
             assert time.monotonic() < deadline, "the scan did not end"
             time.sleep(0.1)
         queued = {row["id"] for row in json.loads(mailtui("queue", "list", "--json", config=cfg_path).stdout)}

@@ -13,8 +13,14 @@ The stream, one JSON object per line::
 
     {"snapshot": {...}}            first (see mailtui.server.snapshot)
     {"type": "ConnectionOpened", ...}   then every event, as it happens
+    {"lag": {"p99_ms": ...}}       every LAG_EVERY seconds: the loop lag over that period
     {"resync": "why"}              last, when the server drops a console that fell behind
     {"bye": "why"}                 last, when the server stops
+
+The lag line is the figure of the server's loop (mailtui.server.lag), which a
+console in another process cannot measure itself: its own loop is not the one
+that serves mail. One window feeds every console, so the period is the same
+for all of them.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Protocol
 
 from ..eventcodec import encode
 from ..events import EventBus, Subscription
@@ -35,6 +41,22 @@ Snapshot = Callable[[Iterable[str] | None], dict]
 MAX_BUFFER = 4 << 20     # bytes waiting in one console's socket buffer before it must re-sync
 GATHER = 0.05            # seconds a burst of events gathers before one write per console
 BUS_QUEUE = 50_000       # events the hub's subscription holds before it drops (then: all re-sync)
+LAG_EVERY = 5.0          # seconds between two lag lines (the period each one covers)
+
+
+class LagFigures(Protocol):
+    def as_dict(self) -> dict: ...
+
+
+class LagWindow(Protocol):
+    def take(self) -> LagFigures: ...
+
+
+class LagSource(Protocol):
+    """The server's loop-lag probe (:class:`mailtui.server.lag.LagProbe`)."""
+
+    def window(self) -> LagWindow: ...
+    def close(self, window: LagWindow) -> None: ...
 
 
 def line(obj: Any) -> bytes:
@@ -61,15 +83,17 @@ class _Console:
 
 class AttachHub:
     def __init__(self, bus: EventBus, snapshot: Snapshot, *, max_buffer: int = MAX_BUFFER,
-                 gather: float = GATHER) -> None:
+                 gather: float = GATHER, lag: LagSource | None = None) -> None:
         self.bus = bus
         self.snapshot = snapshot
         self.max_buffer = max_buffer
         self.gather = gather
+        self.lag = lag
         self.consoles: set[_Console] = set()
         self.resyncs = 0                     # consoles told to re-sync so far
         self._sub: Subscription | None = None
         self._task: asyncio.Task | None = None
+        self._lag_task: asyncio.Task | None = None
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Stream to one console until it goes (or is dropped)."""
@@ -94,14 +118,17 @@ class AttachHub:
         if self._sub is None:
             self._sub = self.bus.subscribe(maxsize=BUS_QUEUE)
             self._task = asyncio.create_task(self._run(self._sub), name="attach-hub")
+        if self._lag_task is None and self.lag is not None:
+            self._lag_task = asyncio.create_task(self._send_lag(self.lag), name="attach-lag")
 
     def _stop(self) -> None:
         if self._sub is not None:
             self._sub.close()
             self._sub = None
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
+        for task in (self._task, self._lag_task):
+            if task is not None:
+                task.cancel()
+        self._task = self._lag_task = None
 
     async def close(self) -> None:
         """Drop every console (the server is stopping)."""
@@ -123,6 +150,23 @@ class AttachHub:
             except Exception:                  # never let one bad batch end every console's stream
                 log.exception("attached consoles: a batch failed")
 
+    async def _send_lag(self, source: LagSource) -> None:
+        """A lag line to every console each LAG_EVERY seconds, while any is attached."""
+        window = source.window()
+        try:
+            while True:
+                await asyncio.sleep(LAG_EVERY)
+                self._write(line({"lag": window.take().as_dict()}))
+        finally:
+            source.close(window)
+
+    def _write(self, blob: bytes) -> None:
+        for console in list(self.consoles):
+            if console.buffered() > self.max_buffer:
+                self._resync(console, "this console fell behind")
+            else:
+                console.transport.write(blob)
+
     def _flush(self) -> None:
         sub = self._sub
         if sub is None:
@@ -135,12 +179,7 @@ class AttachHub:
             return
         if not events:
             return
-        blob = b"".join(map(encode, events))
-        for console in list(self.consoles):
-            if console.buffered() > self.max_buffer:
-                self._resync(console, "this console fell behind")
-            else:
-                console.transport.write(blob)
+        self._write(b"".join(map(encode, events)))
 
     def _resync(self, console: _Console, reason: str) -> None:
         self.resyncs += 1

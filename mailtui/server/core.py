@@ -295,7 +295,7 @@ class Core:
 
     async def _start_control(self) -> None:
         """The control socket (CLI commands, attached consoles); the server runs on without it."""
-        hub = AttachHub(self.bus, lambda parts: snapshot.take(self, parts))
+        hub = AttachHub(self.bus, lambda parts: snapshot.take(self, parts), lag=self.lag)
         self.control = ControlServer(self.admin, socket_path(self.config.server.data_dir), hub)
         try:
             await self.control.start()

@@ -6,8 +6,8 @@ due every ``interval`` that fires ``d`` seconds late says the loop was held
 for about ``d``: the figure ``mailtui serve`` prints in its status line and the
 benchmark reports per load (after Node's ``monitorEventLoopDelay``).
 
-Each reader (the status line, the control socket, a future console header or
-metric) takes its own :class:`LagWindow`, so one reader's period never resets
+Each reader (the status line, the control socket, the console's header, the
+stream to attached consoles) takes its own :class:`LagWindow`, so one reader's period never resets
 another's. uvloop runs timers at millisecond resolution, so figures under
 1 ms are noise.
 """
@@ -36,6 +36,12 @@ class LagStats:
     def as_dict(self) -> dict:
         return {"samples": self.samples, "p50_ms": round(self.p50 * 1000, 3),
                 "p99_ms": round(self.p99 * 1000, 3), "max_ms": round(self.max * 1000, 3)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "LagStats":
+        """The inverse of :meth:`as_dict` (an attached console reads the server's figures)."""
+        return cls(int(data.get("samples", 0)), float(data.get("p50_ms", 0)) / 1000,
+                   float(data.get("p99_ms", 0)) / 1000, float(data.get("max_ms", 0)) / 1000)
 
 
 def percentile(ordered: list[float], fraction: float) -> float:

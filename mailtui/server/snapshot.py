@@ -33,7 +33,7 @@ class Core(Protocol):
 
 
 def queue_rows(core: Core, limit: int = QUEUE_ROWS) -> dict:
-    items = core.queue.items()[:limit]
+    items = core.queue.items(limit)
     return {"size": len(core.queue),
             "items": [item.to_json() | {"in_flight": item.in_flight} for item in items]}
 

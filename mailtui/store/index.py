@@ -41,7 +41,10 @@ log = logging.getLogger(__name__)
 SHARDS = 256
 TABLE = "queue"
 CHUNK = 1024               # rows made on the loop between two yields (~4 ms)
-THROTTLE = 20              # a round that took t waits THROTTLE * t before the next
+THROTTLE = 20              # a round that took t waits THROTTLE * t before the next ...
+MAX_PAUSE = 10.0           # ... but no longer than this (after a rebuild at start, changes still show soon)
+SYNC_REBUILD_MAX = 100_000  # messages up to which a rebuild still due at close is done then (~5 s)
+ROUND_ROWS = 20_000        # rows read from the spool in one round (~1 s of a worker); the rest wait
 
 
 def shard_of(msg_id: str) -> int:
@@ -53,8 +56,12 @@ def shard_name(shard: int) -> str:
 
 
 Row = dict
-RowOf = Callable[[str], "Row | None"]       # the row of a queue id, None once it is gone
+# The row of a queue id: None once it is gone; a float (its due time) if the row is to be read
+# from the spool, in the worker (the queue keeps no more of a waiting message: see waiting.py).
+RowOf = Callable[[str], "Row | float | None"]
+RowFromSpool = Callable[[str, float], "Row | None"]
 AllIds = Callable[[], Iterable[str]]
+Patch = dict[str, "bytes | float | None"]
 
 # One row per line, so a shard can be patched as bytes: neither the loop nor
 # the worker parses a row it does not change, and rows held as bytes are
@@ -120,8 +127,9 @@ def write_shard(path: Path, rows: dict[str, bytes]) -> None:
     atomic_write(path, HEAD + body + TAIL, sync_dir=False, sync_file=False)
 
 
-def patch_shard(path: Path, patch: dict[str, bytes | None], fresh: bool) -> bool:
-    """Apply ``patch`` (None deletes) to a shard; False if the old file was damaged.
+def patch_shard(path: Path, patch: Patch, fresh: bool, from_spool: RowFromSpool | None = None) -> bool:
+    """Apply ``patch`` (None deletes; a float is a row ``from_spool`` reads) to a shard; False if the
+    old file was damaged.
 
     A damaged file is replaced by the patch alone; the caller then rebuilds
     the shard from the queue.
@@ -136,6 +144,9 @@ def patch_shard(path: Path, patch: dict[str, bytes | None], fresh: bool) -> bool
         except ShardDamaged:
             intact = False
     for msg_id, row in patch.items():
+        if isinstance(row, float):
+            made = from_spool(msg_id, row) if from_spool is not None else None
+            row = None if made is None else encode_row(made)
         if row is None:
             rows.pop(msg_id, None)
         else:
@@ -163,11 +174,16 @@ class QueueIndex:
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._on_problem = on_problem or (lambda text: log.warning("%s", text))
         self._row_of: RowOf = lambda msg_id: None
+        self._from_spool: RowFromSpool | None = None
         self._all_ids: AllIds = tuple
         self._dirty: dict[int, set[str]] = {}
         self._rebuild: set[int] = set(range(SHARDS))   # every shard is written once per run
         self._written: set[int] = set()
         self._not_before = 0.0
+        self._flushing = False
+        # The ids of shards being rebuilt, by shard, kept from round to round (a rebuild takes
+        # many); ids added since are in ``_dirty``, removed ones make a row of None.
+        self._buckets: dict[int, list[str]] = {}
         self._remove_temp_files()
 
     def _remove_temp_files(self) -> None:
@@ -178,18 +194,26 @@ class QueueIndex:
                 except FileNotFoundError:
                     pass
 
-    def bind(self, row_of: RowOf, all_ids: AllIds) -> None:
-        """Where rows come from: the queue."""
+    def bind(self, row_of: RowOf, all_ids: AllIds, from_spool: RowFromSpool | None = None) -> None:
+        """Where rows come from: the queue (and, for waiting messages, their envelopes)."""
         self._row_of = row_of
         self._all_ids = all_ids
+        self._from_spool = from_spool
 
     def changed(self, msg_id: str) -> None:
         """``msg_id`` was added, changed or removed; O(1), on the loop."""
         self._dirty.setdefault(shard_of(msg_id), set()).add(msg_id)
 
+    def rebuild(self) -> None:
+        """Write every shard afresh from the queue at the next flush (after a spool scan, whose
+        finds are not marked one by one: that would hold a set entry per message until then)."""
+        self._rebuild = set(range(SHARDS))
+        self._buckets.clear()
+
     @property
     def dirty(self) -> bool:
-        return bool(self._dirty or self._rebuild)
+        """Changes are waiting for the index, or being written now."""
+        return bool(self._dirty or self._rebuild or self._flushing)
 
     def _take(self) -> tuple[dict[int, set[str]], set[int]]:
         """The changes to write now, and the shards to write from nothing."""
@@ -200,62 +224,92 @@ class QueueIndex:
             self._written.discard(shard)
         return dirty, rebuild
 
-    def _make_patches(self, work: dict[int, set[str]], rebuild: set[int],
-                      out: dict[int, dict[str, bytes | None]]) -> Iterator[None]:
-        """Fill ``out`` with the rows to write; pauses (yields) after every CHUNK of work."""
-        if rebuild:
+    def _patches(self, work: dict[int, set[str]], rebuild: set[int]) -> Iterator[tuple[int, Patch] | None]:
+        """The patches to write, one shard at a time, so only one shard's rows are ever held (a
+        rebuild at 500,000 messages would otherwise hold them all); None is a pause for the loop,
+        after every CHUNK of work."""
+        buckets = self._buckets
+        missing = rebuild - buckets.keys()
+        if missing:
             ids = list(self._all_ids())  # a copy: the queue changes while the caller yields
+            made_now: dict[int, list[str]] = {shard: [] for shard in missing}
             for start in range(0, len(ids), CHUNK):
                 for msg_id in ids[start:start + CHUNK]:
-                    shard = shard_of(msg_id)
-                    if shard in rebuild:
-                        work[shard].add(msg_id)
-                yield
+                    bucket = made_now.get(shard_of(msg_id))
+                    if bucket is not None:
+                        bucket.append(msg_id)
+                yield None
+            del ids
+            buckets.update(made_now)     # only whole: a pass cut off (a cancelled flush) is made again
         made = 0
-        for shard, ids in work.items():
-            out[shard] = patch = {}
-            for msg_id in ids:
+        for shard, dirty in work.items():
+            patch: Patch = {}
+            for msg_id in dirty.union(buckets.pop(shard, ())):
                 row = self._row_of(msg_id)
-                patch[msg_id] = None if row is None else encode_row(row)
+                patch[msg_id] = row if row is None or isinstance(row, float) else encode_row(row)
                 made += 1
                 if made % CHUNK == 0:
-                    yield
+                    yield None
+            yield shard, patch
 
     async def flush(self) -> None:
-        """Write the dirty shards: rows made on the loop in chunks, files in the executor."""
-        if not self.dirty or time.monotonic() < self._not_before:
+        """Write the dirty shards: rows made on the loop in chunks, files in the executor.
+
+        A round stops after ROUND_ROWS rows read from the spool: a rebuild of 500,000 of them
+        takes tens of seconds of a worker thread, which competes with the loop for the GIL, so
+        it is spread over rounds at the throttle's pace (about 1/THROTTLE of the time).
+        """
+        if self._flushing or not self.dirty or time.monotonic() < self._not_before:
             return
         loop = asyncio.get_running_loop()
         work, rebuild = self._take()
-        patches: dict[int, dict[str, bytes | None]] = {}
         written: set[int] = set()
+        writing, spooled = 0.0, 0
+        self._flushing = True
         try:
-            for _ in self._make_patches(work, rebuild, patches):
-                await asyncio.sleep(0)
-            started = time.monotonic()
-            for shard, patch in patches.items():
+            for made in self._patches(work, rebuild):
+                if made is None:
+                    await asyncio.sleep(0)
+                    continue
+                shard, patch = made
                 path, fresh = self.folder / shard_name(shard), shard not in self._written
+                started = time.monotonic()
                 try:
-                    intact = await loop.run_in_executor(None, patch_shard, path, patch, fresh)
+                    intact = await loop.run_in_executor(None, patch_shard, path, patch, fresh, self._from_spool)
                 except OSError as exc:
                     log.warning("could not write queue index %s: %s", shard_name(shard), exc)
                     continue
+                finally:
+                    writing += time.monotonic() - started
                 written.add(shard)
                 self._mark_written(shard, intact)
-            self._not_before = time.monotonic() + THROTTLE * (time.monotonic() - started)
+                spooled += sum(1 for row in patch.values() if type(row) is float)
+                if spooled >= ROUND_ROWS:     # (before the next shard's rows are made)
+                    break
+            self._not_before = time.monotonic() + min(MAX_PAUSE, THROTTLE * writing)
         finally:
+            self._flushing = False
             self._give_back(work, written)
 
     def flush_sync(self) -> None:
-        """Write every change now, in the caller's thread (at close)."""
+        """Write every change now, in the caller's thread (at close).
+
+        Shards still to be rebuilt for a big queue are left as they are: with rows read from the
+        spool that could hold a stopping server for a minute, and the next start rebuilds them.
+        """
         work, rebuild = self._take()
-        patches: dict[int, dict[str, bytes | None]] = {}
-        for _ in self._make_patches(work, rebuild, patches):
-            pass
+        if rebuild and len(list(self._all_ids())) > SYNC_REBUILD_MAX:
+            for shard in rebuild:
+                work.pop(shard, None)
+            rebuild = set()
         written: set[int] = set()
-        for shard, patch in patches.items():
+        for made in self._patches(work, rebuild):
+            if made is None:
+                continue
+            shard, patch = made
             try:
-                intact = patch_shard(self.folder / shard_name(shard), patch, shard not in self._written)
+                intact = patch_shard(self.folder / shard_name(shard), patch, shard not in self._written,
+                                     self._from_spool)
             except OSError as exc:
                 log.warning("could not write queue index %s: %s", shard_name(shard), exc)
                 continue

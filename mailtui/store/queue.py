@@ -23,6 +23,10 @@ The server does not wait for the rebuild: :meth:`Queue.start_scan` reads the
 spool in the background (``spoolscan.py``) while mail is accepted, and each
 message found becomes schedulable at once. Until the scan ends, ``scanning``
 is true and ``len()`` counts what has been found so far.
+
+A message nobody is looking at is kept as a small :class:`~.waiting.Waiting`
+(id, due time, arrival) and read back from its envelope when it is due,
+shown or asked about (see ``waiting.py``).
 """
 
 from __future__ import annotations
@@ -30,25 +34,21 @@ from __future__ import annotations
 import asyncio
 import gc
 import heapq
-import itertools
 import json
 import logging
 import os
-import secrets
-import sys
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
 from .db import Store
+from .entry import QueueItem, RecipientState, new_id  # noqa: F401 (the queue's vocabulary, imported from here)
 from .safeio import DirSyncer, atomic_write, fsync_dir
 from .spoolfile import MSG, OLD_BODY, STATE, SpoolFiles
 from .spoolscan import Found, SpoolScan
+from .waiting import Waiting, waiting_of
 
 log = logging.getLogger(__name__)
-
-PENDING_STATES = ("queued", "deferred")
 
 # Queue entries live long and form no reference cycles, yet the cyclic GC
 # walks every one of them in each full collection while the loop waits
@@ -58,92 +58,6 @@ PENDING_STATES = ("queued", "deferred")
 # price: a reference cycle that is alive (or uncollected) at that moment is
 # never collected. Small spools never freeze.
 FREEZE_EVERY = 16384
-
-
-_ID_PREFIX = secrets.randbits(12)
-_id_counter = itertools.count(secrets.randbits(16))
-
-
-def new_id() -> str:
-    """A short, time-ordered, unique queue id (like Postfix's).
-
-    Milliseconds, then a per-process random prefix and a counter: unique
-    across restarts and concurrent processes without a syscall per message.
-    """
-    return f"{int(time.time() * 1000):011X}{_ID_PREFIX:03X}{next(_id_counter) & 0xFFF:03X}"
-
-
-@dataclass(slots=True)
-class RecipientState:
-    address: str
-    state: str = "queued"          # queued | deferred | delivered | failed
-    attempts: int = 0
-    last_error: str = ""           # plain words, for people
-    status: str = ""               # RFC 3463 code, e.g. "4.4.1"
-    diagnostic: str = ""           # e.g. "smtp; 550 5.1.1 no such user"
-    remote_mta: str = ""           # e.g. "dns; mx1.example.com"
-    updated: float = 0.0
-
-    @property
-    def pending(self) -> bool:
-        return self.state in PENDING_STATES
-
-
-_RECIPIENT_WORDS = ("state", "last_error", "status", "diagnostic", "remote_mta")
-_ITEM_WORDS = ("sender", "last_error", "peer", "helo")
-
-
-def _interned(data: dict, keys: tuple[str, ...]) -> dict:
-    for key in keys:
-        value = data.get(key)
-        if type(value) is str:
-            data[key] = sys.intern(value)
-    return data
-
-
-@dataclass(slots=True)
-class QueueItem:
-    id: str
-    sender: str                    # "" is the null sender (bounces)
-    recipients: list[RecipientState]
-    arrival: float
-    next_attempt: float
-    size: int = 0
-    attempts: int = 0
-    last_error: str = ""
-    peer: str = ""
-    helo: str = ""
-    smtputf8: bool = False
-    body_8bit: bool = False
-    dsn_sent: bool = False
-    in_flight: bool = field(default=False, compare=False)
-
-    def pending(self) -> list[RecipientState]:
-        return [r for r in self.recipients if r.pending]
-
-    def to_json(self) -> dict:
-        data = asdict(self)
-        data.pop("in_flight")
-        return data
-
-    @classmethod
-    def from_json(cls, data: dict) -> "QueueItem":
-        """Rebuild an entry; the words that repeat across a big queue (states, errors, the
-        client's name) share one string object each (~40 % of an entry's memory)."""
-        data = dict(data)
-        data["recipients"] = [RecipientState(**_interned(r, _RECIPIENT_WORDS)) for r in data["recipients"]]
-        data.pop("in_flight", None)
-        return cls(**_interned(data, _ITEM_WORDS))
-
-    def summary(self) -> dict:
-        """The row shown by ``queue list`` and the console."""
-        return {
-            "id": self.id, "sender": self.sender, "arrival": self.arrival,
-            "next_attempt": self.next_attempt, "attempts": self.attempts,
-            "last_error": self.last_error, "size": self.size,
-            "recipients": [{"address": r.address, "state": r.state, "attempts": r.attempts,
-                            "last_error": r.last_error} for r in self.recipients],
-        }
 
 
 class Queue:
@@ -156,13 +70,12 @@ class Queue:
         self._store = store
         self._syncer = syncer or DirSyncer()
         self._on_problem = on_problem or (lambda text: log.warning("%s", text))
-        self._items: dict[str, QueueItem] = {}
-        self._heap: list[tuple[float, int, str]] = []
-        self._seq = itertools.count()
+        self._items: dict[str, QueueItem | Waiting] = {}
+        self._heap: list[tuple[float, str]] = []   # (due, id); an entry whose item changed is skipped
         self._wake = asyncio.Event()
         self._index = store.queue_index if store is not None else None
         if self._index is not None:
-            self._index.bind(self._row, self._items.keys)
+            self._index.bind(self._row, self._items.keys, self._row_from_spool)
         self.scanning = False
         # Ids this process created or retired while a scan runs: whatever the
         # scan read of them is older than what the queue knows.
@@ -175,9 +88,11 @@ class Queue:
         """Rebuild the queue from the spool at once; returns how many messages wait."""
         self._items.clear()
         self._heap.clear()
-        scan = SpoolScan(self.dir, QueueItem.from_json)
+        scan = SpoolScan(self.dir, waiting_of)
         while not scan.done:
             self._remove_many(self._adopt(scan.next_batch()))
+        if self._index is not None:
+            self._index.rebuild()
         return len(self._items)
 
     def start_scan(self, on_done: Callable[[int, float], None] | None = None) -> asyncio.Task:
@@ -195,7 +110,7 @@ class Queue:
     async def _scan(self, on_done: Callable[[int, float], None] | None) -> None:
         loop = asyncio.get_running_loop()
         started = time.monotonic()
-        scan = SpoolScan(self.dir, QueueItem.from_json)
+        scan = SpoolScan(self.dir, waiting_of)
         unfrozen = 0
         try:
             while not scan.done:
@@ -211,6 +126,8 @@ class Queue:
             scan.close()
             self.scanning = False
             self._live = None
+            if self._index is not None:
+                self._index.rebuild()        # the finds, all at once (see QueueIndex.rebuild)
         if on_done is not None:
             on_done(len(self._items), time.monotonic() - started)
 
@@ -225,11 +142,10 @@ class Queue:
             if f.msg_id in self._items or (self._live is not None and f.msg_id in self._live):
                 continue
             if f.kind == "entry":
-                item: QueueItem = f.data  # type: ignore[assignment]
+                item: Waiting = f.data  # type: ignore[assignment]
                 if item.pending():
                     self._items[item.id] = item
                     self._push(item)
-                    self._changed(item.id)
                 else:
                     finished.append(item.id)
             elif f.kind == "unreadable":
@@ -330,10 +246,71 @@ class Queue:
     def read_body(self, item_or_id: QueueItem | str) -> bytes:
         return self._files.read_body(item_or_id if isinstance(item_or_id, str) else item_or_id.id)
 
+    # -- whole entries, read back --------------------------------------------------
+
+    def _read_entry(self, msg_id: str) -> dict:
+        """The envelope's JSON: its state file, else its ``.msg`` header (blocking; raises OSError or
+        ValueError)."""
+        return self._files.read_envelope(msg_id)
+
+    def _whole(self, waiting: Waiting, data: dict | None = None) -> QueueItem | None:
+        """``waiting`` read back whole from its envelope (or from ``data``, its JSON), or None (and
+        forgotten) if that is gone or damaged. The due time in memory wins: a reschedule is not
+        always saved."""
+        try:
+            item = QueueItem.from_json(self._read_entry(waiting.id) if data is None else data)
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            self._lost(waiting, exc)
+            return None
+        item.next_attempt = waiting.next_attempt
+        return item
+
+    def _lost(self, waiting: Waiting, exc: Exception) -> None:
+        if isinstance(exc, FileNotFoundError):
+            self._on_problem(f"queue: {waiting.id} has gone from the spool; forgotten")
+        else:
+            for ext in (STATE, MSG, OLD_BODY):
+                self._quarantine(f"{waiting.id}{ext}", f"unreadable ({exc})")
+        self._forget(waiting)
+
+    def _forget(self, waiting: Waiting) -> None:
+        if self._items.get(waiting.id) is waiting:
+            del self._items[waiting.id]
+            self._changed(waiting.id)
+
+    def _hydrate(self, entry: QueueItem | Waiting, keep: bool = True) -> QueueItem | None:
+        """The whole item of ``entry`` (read from the spool on the loop: admin and views only);
+        ``keep`` holds it in memory until its next attempt ends."""
+        if isinstance(entry, QueueItem):
+            return entry
+        item = self._whole(entry)
+        if item is not None and keep and self._items.get(entry.id) is entry:
+            self._items[entry.id] = item
+        return item
+
+    async def _hydrate_due(self, entry: QueueItem | Waiting) -> QueueItem | None:
+        """The whole item of a due ``entry``, its envelope read in the executor."""
+        if isinstance(entry, QueueItem):
+            return entry
+        try:
+            data = await asyncio.get_running_loop().run_in_executor(None, self._read_entry, entry.id)
+        except (OSError, ValueError) as exc:
+            data, error = None, exc
+        current = self._items.get(entry.id)
+        if current is not entry:          # removed, or read whole by an admin verb, meanwhile
+            return current if isinstance(current, QueueItem) and not current.in_flight else None
+        if data is None:
+            self._lost(entry, error)
+            return None
+        item = self._whole(entry, data)
+        if item is not None:
+            self._items[entry.id] = item
+        return item
+
     # -- scheduling --------------------------------------------------------------
 
-    def _push(self, item: QueueItem) -> None:
-        heapq.heappush(self._heap, (item.next_attempt, next(self._seq), item.id))
+    def _push(self, item: QueueItem | Waiting) -> None:
+        heapq.heappush(self._heap, (item.next_attempt, item.id))
         self._wake.set()
 
     def schedule(self, item: QueueItem, when: float) -> None:
@@ -342,15 +319,13 @@ class Queue:
             self._push(item)
         self._changed(item.id)
 
-    def _valid(self, entry: tuple[float, int, str]) -> QueueItem | None:
-        item = self._items.get(entry[2])
+    def _valid(self, entry: tuple[float, str]) -> QueueItem | Waiting | None:
+        item = self._items.get(entry[1])
         if item is None or item.in_flight or item.next_attempt != entry[0] or not item.pending():
             return None
         return item
 
-    def pop_due(self, now: float | None = None) -> QueueItem | None:
-        """The earliest item due by ``now``, marked in flight; or None."""
-        now = time.time() if now is None else now
+    def _take_due(self, now: float) -> QueueItem | Waiting | None:
         while self._heap:
             entry = self._heap[0]
             item = self._valid(entry)
@@ -360,8 +335,17 @@ class Queue:
             if entry[0] > now:
                 return None
             heapq.heappop(self._heap)
-            item.in_flight = True
             return item
+        return None
+
+    def pop_due(self, now: float | None = None) -> QueueItem | None:
+        """The earliest item due by ``now``, marked in flight; or None (its envelope is read here)."""
+        now = time.time() if now is None else now
+        while (entry := self._take_due(now)) is not None:
+            item = self._hydrate(entry)
+            if item is not None:
+                item.in_flight = True
+                return item
         return None
 
     def next_due_time(self) -> float | None:
@@ -372,9 +356,13 @@ class Queue:
     async def wait_due(self) -> QueueItem:
         """Sleep until an item is due (or the queue changes), then return it."""
         while True:
-            item = self.pop_due()
-            if item is not None:
-                return item
+            entry = self._take_due(time.time())
+            if entry is not None:
+                item = await self._hydrate_due(entry)
+                if item is not None:
+                    item.in_flight = True
+                    return item
+                continue
             due = self.next_due_time()
             self._wake.clear()
             timeout = None if due is None else max(0.0, due - time.time())
@@ -387,10 +375,12 @@ class Queue:
                 pass
 
     def release(self, item: QueueItem) -> None:
-        """The delivery loop is done with ``item`` for now; reschedule it."""
+        """The delivery loop is done with ``item`` for now; reschedule it, and keep only its
+        :class:`Waiting` part (its envelope was saved by the attempt)."""
         item.in_flight = False
-        if item.id in self._items and item.pending():
-            self._push(item)
+        if self._items.get(item.id) is item and item.pending():
+            self._items[item.id] = waiting = Waiting(item.id, item.next_attempt, item.arrival)
+            self._push(waiting)
 
     # -- admin -------------------------------------------------------------------
 
@@ -399,10 +389,14 @@ class Queue:
         if item is None:
             matches = [i for key, i in self._items.items() if key.startswith(msg_id.upper())]
             item = matches[0] if len(matches) == 1 else None
-        return item
+        return None if item is None else self._hydrate(item)
 
-    def items(self) -> list[QueueItem]:
-        return sorted(self._items.values(), key=lambda i: i.arrival)
+    def items(self, limit: int | None = None) -> list[QueueItem]:
+        """The oldest ``limit`` messages (all by default), whole; with a limit they stay whole in
+        memory (a view shows them again and again), without one they are read each time."""
+        entries = sorted(self._items.values(), key=lambda i: i.arrival)[:limit]
+        whole = (self._hydrate(entry, keep=limit is not None) for entry in entries)
+        return [item for item in whole if item is not None]
 
     def __len__(self) -> int:
         return len(self._items)
@@ -412,7 +406,8 @@ class Queue:
         now = time.time()
         targets = [self.get(msg_id)] if msg_id else list(self._items.values())
         count = 0
-        for item in targets:
+        for entry in targets:
+            item = None if entry is None else self._hydrate(entry)
             if item is None or item.in_flight:
                 continue
             item.next_attempt = now
@@ -439,6 +434,19 @@ class Queue:
         if self._index is not None:
             self._index.changed(msg_id)
 
-    def _row(self, msg_id: str) -> dict | None:
+    def _row(self, msg_id: str) -> dict | float | None:
+        """An index row; for a :class:`Waiting`, its due time: the row is read from the spool in the
+        index's worker thread (:meth:`_row_from_spool`)."""
         item = self._items.get(msg_id)
-        return item.summary() if item is not None else None
+        if item is None:
+            return None
+        return item.summary() if isinstance(item, QueueItem) else item.next_attempt
+
+    def _row_from_spool(self, msg_id: str, next_attempt: float) -> dict | None:
+        """The row of a waiting message, from its envelope (in a worker thread); None if it is gone."""
+        try:
+            item = QueueItem.from_json(self._read_entry(msg_id))
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            return None
+        item.next_attempt = next_attempt
+        return item.summary()

@@ -100,6 +100,19 @@ class SpoolFiles:
         """Write a new message's one file and fsync it (the caller fsyncs the directory)."""
         write_file(self.path(msg_id, MSG), encode(envelope, body))
 
+    def read_envelope(self, msg_id: str) -> dict:
+        """The message's envelope and state now: its state file when it has one, else its header."""
+        try:
+            data = json.loads(self.path(msg_id, STATE).read_bytes())
+        except FileNotFoundError:
+            head = read_head(self.path(msg_id, MSG))
+            if head is None:
+                raise DamagedHeader("the message is cut short") from None
+            return head
+        if not isinstance(data, dict):
+            raise ValueError("the state file is not an object")
+        return data
+
     def read_body(self, msg_id: str) -> bytes:
         try:
             return body_of(self.path(msg_id, MSG).read_bytes())

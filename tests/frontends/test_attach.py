@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import smtplib
 from pathlib import Path
 
@@ -181,3 +182,12 @@ async def test_a_console_for_the_browser_waits_for_a_server(tmp_path):
         finally:
             await app.lifecycle.stop()
             await asyncio.to_thread(srv.stop)
+
+
+async def test_an_attached_console_shows_the_server_s_loop_lag(server, tmp_path, monkeypatch):
+    monkeypatch.setattr(attach, "LAG_EVERY", 0.2)
+    async with attached(tmp_path / "data") as (app, pilot):
+        await until(pilot, lambda: app.core.lag.latest is not None, "the server's lag line")
+        assert app.core.lag.latest.samples > 0      # the server's probe, sent over the stream
+        await until(pilot, lambda: re.search(r"lag p99 \d+(\.\d)? ms · max \d+(\.\d)? ms", screen_text(app)),
+                    "the lag figures in the header")

@@ -33,6 +33,7 @@ from mailtui.frontends.console.model import MAX_ROWS, ConsoleModel
 from mailtui.frontends.console.widgets import LiveTable
 from mailtui.frontends.console.widgets.table import Column, fit_columns
 from mailtui.server.core import DataDirLock, Listener, open_state
+from mailtui.server.lag import LagStats
 from mailtui.server.stats import ServerStats
 
 pytestmark = pytest.mark.timeout(30)
@@ -400,6 +401,19 @@ def test_columns_drop_by_priority_and_the_flexible_one_takes_the_rest():
 NOW = 1_750_000_000.0   # the frozen clock of the scenes
 
 
+class FixedLag:
+    """The loop lag of the scenes: the same figures whenever read, so snapshots do not depend on the machine."""
+
+    def window(self) -> "FixedLag":
+        return self
+
+    def take(self) -> LagStats:
+        return LagStats(samples=500, p50=0.0004, p99=0.0012, max=0.0031)
+
+    def close(self, window) -> None:
+        pass
+
+
 class SceneCore:
     """Stands in for Core in snapshots: real registry, queue and admin on disk, fixed data, no network."""
 
@@ -409,6 +423,7 @@ class SceneCore:
         self.stats = ServerStats()
         bus.add_listener(self.stats.observe)
         self.started = False
+        self.lag = FixedLag()
         self.listeners = [Listener("smtp", "127.0.0.1:2525", bound="127.0.0.1:2525", server=object()),
                           Listener("pop3", "127.0.0.1:1100", bound="127.0.0.1:1100", server=object())]
 
@@ -530,3 +545,13 @@ def test_snapshot_light_theme(scene, snap_compare):
 
 def test_snapshot_help(scene, snap_compare):
     assert snap_compare(scene, press=("question_mark",), terminal_size=(100, 30), run_before=scene_ready)
+
+
+async def test_the_header_shows_the_loop_lag_of_the_console_s_own_server(tmp_path):
+    async with console(tmp_path, size=(120, 36)) as (app, pilot):
+        await until(pilot, lambda: re.search(r"lag p99 \d+(\.\d)? ms · max \d+(\.\d)? ms", screen_text(app)),
+                    "the lag figures in the header")
+        assert app.loop_lag.latest().samples > 0
+    async with console(tmp_path, size=(80, 24)) as (app, pilot):   # narrow: short, in the sparkline's place
+        await until(pilot, lambda: re.search(r"lag \d+(\.\d)?/\d+(\.\d)? ms", screen_text(app).splitlines()[0]),
+                    "the short lag figures")

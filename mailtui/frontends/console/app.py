@@ -44,6 +44,7 @@ from .batch import PANELS, TICK, Batcher, Frame, HistoryLoaded
 from .dialogs import ConfirmDialog, HelpScreen
 from .dialogs.dnsrecords import DnsRecordsScreen
 from .keys import TypeAhead
+from .lagview import LagView
 from .lifecycle import ServerLifecycle
 from .model import MAX_ROWS, ConsoleModel
 from .widgets import (
@@ -128,6 +129,7 @@ class MailtuiApp(AdminWorkflows, TypeAhead):
         self.model = ConsoleModel()
         self.log_records: deque[logging.LogRecord] = deque(maxlen=200)
         self.batch = Batcher(subscription, self.model, self.log_records)
+        self.loop_lag = LagView()   # the header's loop-lag figures, of whichever server is shown
         self._tick_failed = False
 
     # -- layout ----------------------------------------------------------------------
@@ -201,6 +203,7 @@ class MailtuiApp(AdminWorkflows, TypeAhead):
             activity.write_note(text, style)
 
     async def on_unmount(self) -> None:
+        self.loop_lag.close()
         await self.lifecycle.stop()
 
     async def _shutdown_then_exit(self) -> None:
@@ -325,6 +328,8 @@ class MailtuiApp(AdminWorkflows, TypeAhead):
         queued = len(self.core.queue) if self.lifecycle.running else 0
         rate = self.model.rate
         status.show_counters(self.model.counters, queued, rate.per_minute(now), rate.series(now))
+        self.loop_lag.follow(self.core.lag if self.lifecycle.running else None)
+        status.show_lag(self.loop_lag.latest())
 
     def _sync(self, panel: str) -> None:
         """Redraw ``panel`` if something changed since it was last drawn."""
@@ -339,8 +344,8 @@ class MailtuiApp(AdminWorkflows, TypeAhead):
         elif panel == "dns":
             self.query_one(DnsPanel).show(list(self.model.dns))
         elif panel == "queue":
-            items = self.core.queue.items()
-            self.query_one(QueuePanel).show([QueueRow.of(item) for item in items[:MAX_ROWS]], self.model.counters)
+            items = self.core.queue.items(MAX_ROWS)
+            self.query_one(QueuePanel).show([QueueRow.of(item) for item in items], self.model.counters)
         elif panel == "clients":
             self.run_worker(self._load_registry, group="registry", exclusive=True, exit_on_error=False)
 

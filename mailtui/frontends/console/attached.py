@@ -31,6 +31,7 @@ from ...admin.registry import Client, Mailbox
 from ...admin.verbs import AdminError
 from ...config import Config
 from ...eventcodec import from_dict
+from ...server.lag import LagStats
 from ...server.stats import ServerStats
 from ...store.maildir import Maildirs
 from ...store.queue import QueueItem
@@ -71,8 +72,8 @@ class RemoteQueue:
     def __len__(self) -> int:
         return self._size
 
-    def items(self) -> Sequence[QueueItem]:
-        return self._items
+    def items(self, limit: int | None = None) -> Sequence[QueueItem]:
+        return self._items[:limit]
 
     def take(self, part: dict) -> None:
         items = []
@@ -83,6 +84,23 @@ class RemoteQueue:
             item.in_flight = in_flight
             items.append(item)
         self._items, self._size = items, int(part.get("size", len(items)))
+
+
+class RemoteLag:
+    """The server's loop lag, as its stream says every few seconds (a console's own loop is not the
+    server's); every window shows the latest figures."""
+
+    def __init__(self) -> None:
+        self.latest: LagStats | None = None
+
+    def take(self) -> LagStats | None:
+        return self.latest
+
+    def window(self) -> "RemoteLag":
+        return self
+
+    def close(self, window: "RemoteLag") -> None:
+        pass
 
 
 class RemoteRegistry:
@@ -138,6 +156,7 @@ class AttachedServer:
         self.admin = RemoteAdmin(config)
         self.status: dict = {}
         self.stats = ServerStats()       # the server's totals: from the snapshot, then counted on from its events
+        self.lag = RemoteLag()
         self.state: State = "attaching"
         self.reason = ""
         self.started = False
@@ -171,6 +190,8 @@ class AttachedServer:
 
     def _set(self, state: State, reason: str = "") -> None:
         self.state, self.reason = state, reason
+        if state == "lost":
+            self.lag.latest = None       # a server that comes back is measured afresh
         self.on_state(state, reason)
 
     async def _keep_attached(self) -> None:
@@ -222,6 +243,8 @@ class AttachedServer:
                         for word in ("resync", "bye"):
                             if word in data:
                                 return word, str(data[word])
+                        if isinstance(data.get("lag"), dict):
+                            self.lag.latest = LagStats.from_dict(data["lag"])
                         continue
                     event = from_dict(data)
                     if event is not None:      # a newer server's event this console does not know: skipped

@@ -17,6 +17,7 @@ from typing import Any, Protocol, Sequence
 from ...admin.registry import Client, Mailbox
 from ...config import Config
 from ...events import EventBus
+from ...server.lag import LagStats
 from ...server.stats import ServerStats
 from ...store.queue import QueueItem
 
@@ -38,7 +39,7 @@ class ListenerView(Protocol):
 
 class QueueView(Protocol):
     def __len__(self) -> int: ...
-    def items(self) -> Sequence[QueueItem]: ...
+    def items(self, limit: int | None = None) -> Sequence[QueueItem]: ...   # the oldest first
 
 
 class RegistryView(Protocol):
@@ -61,6 +62,18 @@ class AdminDesk(Protocol):
         """Run the admin verb ``op``; a refusal raises AdminError with one line for people."""
 
 
+class LagWindow(Protocol):
+    def take(self) -> LagStats | None: ...    # the loop lag since the previous take; None: not known yet
+
+
+class LagSource(Protocol):
+    """The server's event-loop lag (a :class:`~mailtui.server.lag.LagProbe`, or the figures an attached
+    server sends)."""
+
+    def window(self) -> LagWindow: ...
+    def close(self, window: LagWindow) -> None: ...
+
+
 class MailServer(Protocol):
     """The server the console shows; ``queue`` and ``admin`` are there once it has started."""
 
@@ -74,6 +87,8 @@ class MailServer(Protocol):
     def admin(self) -> AdminDesk: ...
     @property
     def stats(self) -> ServerStats: ...    # the server's totals, and its figures per client and login
+    @property
+    def lag(self) -> LagSource: ...
     @property
     def started(self) -> bool: ...
 

@@ -1,4 +1,4 @@
-"""The two status lines: listeners and their state, counters, a rate sparkline."""
+"""The two status lines: listeners and their state, counters, a rate sparkline, the loop lag."""
 
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Sparkline, Static
 
+from ....server.lag import LagStats
 from ..backend import ListenerView
 from ..model import Counters
+
+LAG_SLOW = 0.1   # seconds: a loop held this long delays every session (issue 13's target for the maximum)
 
 
 def short_error(error: str) -> str:
@@ -73,11 +76,29 @@ def counters_text(counters: Counters, queued: int = 0) -> Text:
     return text
 
 
-class StatusBar(Vertical):
-    """Listener addresses and state with the message rate; the counters.
+def milliseconds(seconds: float) -> str:
+    ms = seconds * 1000
+    return f"{ms:.1f}" if ms < 10 else f"{ms:.0f}"
 
-    Its parts have fixed sizes, so the updates a few times a second redraw
-    two lines and never re-run the screen's layout; unchanged text is not
+
+def lag_text(lag: LagStats | None, short: bool = False) -> Text:
+    """``lag p99 1.2 ms · max 4.0 ms`` (short: ``lag 1.2/4.0 ms``): how late the server's loop ran over the
+    last period."""
+    if lag is None:
+        return Text("lag —", style="dim")
+    p99, top = (Text(milliseconds(v), style="bold yellow" if v >= LAG_SLOW else "") for v in (lag.p99, lag.max))
+    if short:
+        return Text.assemble(("lag ", "dim"), p99, ("/", "dim"), top, (" ms", "dim"))
+    return Text.assemble(("lag p99 ", "dim"), p99, " ms", (" · max ", "dim"), top, " ms")
+
+
+class StatusBar(Vertical):
+    """Listener addresses and state with the message rate; the counters and the loop lag.
+
+    The lag is shown in full or short by the screen's width (``console.tcss``).
+    Its parts have fixed sizes (the lag's changes only when its figures
+    gain or lose a digit), so the updates a few times a second redraw two
+    lines and hardly ever re-run the screen's layout; unchanged text is not
     even redrawn.
     """
 
@@ -91,7 +112,8 @@ class StatusBar(Vertical):
         #status-rate { width: 9; color: $text-muted; }
         #status-spark { width: 12; margin-right: 1; }
         #status-numbers { width: 1fr; }
-        &.-problem #status-rate, &.-problem #status-spark { display: none; }
+        #status-lag, #status-lag-short { width: auto; margin-right: 1; }
+        &.-problem #status-rate, &.-problem #status-spark, &.-problem #status-lag-short { display: none; }
     }
     Screen.-wide StatusBar #status-spark { width: 32; }
     """
@@ -105,17 +127,26 @@ class StatusBar(Vertical):
             yield Static(id="status-listeners")
             yield Static(id="status-rate")
             yield Sparkline([0.0], id="status-spark")
-        yield Static(id="status-numbers")
+            yield Static(lag_text(None, short=True), id="status-lag-short")
+        with Horizontal():
+            yield Static(id="status-numbers")
+            yield Static(lag_text(None), id="status-lag")
 
     def _update(self, name: str, content: Text | str) -> None:
-        if self._shown.get(name) != content:
+        shown = self._shown.get(name)
+        if shown != content:
             self._shown[name] = content
-            self.query_one(f"#{name}", Static).update(content, layout=False)
+            resized = shown is None or len(shown) != len(content)   # (the lag's width follows its figures)
+            self.query_one(f"#{name}", Static).update(content, layout=resized and name.startswith("status-lag"))
 
     def show_listeners(self, listeners: Sequence[ListenerView], phase: str, problem: str = "",
                        note: str = "") -> None:
         self.set_class(bool(problem) or any(not li.ok for li in listeners), "-problem")
         self._update("status-listeners", listeners_text(listeners, phase, problem, note))
+
+    def show_lag(self, lag: LagStats | None) -> None:
+        self._update("status-lag", lag_text(lag))
+        self._update("status-lag-short", lag_text(lag, short=True))
 
     def show_counters(self, counters: Counters, queued: int, per_minute: int, series: list[float]) -> None:
         self._update("status-numbers", counters_text(counters, queued))
