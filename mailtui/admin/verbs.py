@@ -88,8 +88,8 @@ class Admin:
 
     # -- queue ---------------------------------------------------------------------
 
-    def queue_list(self) -> list[dict]:
-        return [item.summary() for item in self.queue.items()]
+    async def queue_list(self) -> list[dict]:
+        return await self.queue.summaries()
 
     def queue_status(self) -> dict:
         """How many messages are queued, whether the spool scan at start is still running, and

@@ -80,3 +80,21 @@ async def test_the_index_rows_of_waiting_messages_come_from_the_spool_over_round
     assert len(rows) == 1000
     assert {row["recipients"][0]["address"] for row in rows} == {f"r{n}@mx.test" for n in range(1000)}
     store.close()
+
+
+async def test_queue_list_and_flush_leave_waiting_messages_small(tmp_path):
+    """``queue list`` reads waiting envelopes in a worker (not on the loop, not kept); flush only
+    moves their due time."""
+    store, queue = open_queue(tmp_path)
+    for n in range(5):
+        spool_entry(tmp_path / "spool", f"W{n}", f"w{n}@mx.test")
+    await queue.start_scan()
+    rows = await queue.summaries(batch=2)
+    assert len(rows) == 5
+    assert {r["recipients"][0]["address"] for r in rows} == {f"w{n}@mx.test" for n in range(5)}
+    assert all(type(entry) is Waiting for entry in queue._items.values())
+    assert await queue.flush() == 5
+    assert all(type(entry) is Waiting for entry in queue._items.values())
+    item = queue.pop_due()
+    assert isinstance(item, QueueItem) and item.next_attempt <= time.time()
+    store.close()
