@@ -20,7 +20,9 @@ from textual.widgets import Input
 
 from mailtui import events as ev
 from mailtui.admin import attach
+from mailtui.events import EventBus
 from mailtui.frontends.console.app import MailtuiApp, QuitDialog
+from mailtui.frontends.console.attached import AttachedServer
 from mailtui.frontends.console.dialogs import ClientForm, ConfirmDialog, MailboxForm
 
 pytestmark = pytest.mark.timeout(60)
@@ -181,3 +183,32 @@ async def test_a_console_for_the_browser_waits_for_a_server(tmp_path):
         finally:
             await app.lifecycle.stop()
             await asyncio.to_thread(srv.stop)
+
+
+async def test_a_console_stopped_just_as_the_snapshot_arrives_detaches(server, tmp_path, monkeypatch):
+    """A terminal that hangs up while the console attaches (an SSH link dropping) must still end it.
+
+    The stop comes exactly between the snapshot's arrival and the attaching
+    task's next step: on Python 3.11 ``asyncio.wait_for`` then returned the
+    snapshot and dropped the cancellation, the task followed the stream for
+    ever and ``stop()`` (and the console) waited for it for ever.
+    """
+    remote = AttachedServer(make_config(tmp_path / "data"), bus=EventBus())
+    loop, stopping = asyncio.get_running_loop(), []
+    readline = asyncio.StreamReader.readline
+
+    async def snapshot_then_stop(reader: asyncio.StreamReader) -> bytes:
+        line = await readline(reader)
+        if asyncio.get_running_loop() is loop and b'"snapshot"' in line and not stopping:
+            stopping.append(asyncio.ensure_future(remote.stop()))   # runs before the attaching task resumes
+        return line
+
+    monkeypatch.setattr(asyncio.StreamReader, "readline", snapshot_then_stop)
+    await remote.start()
+    deadline = loop.time() + 10
+    while not stopping and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+    assert stopping, "the snapshot never came"
+    await asyncio.wait_for(asyncio.shield(stopping[0]), 5)
+    assert remote._task.done()
+    await asyncio.to_thread(server.wait_for, lambda: not server.core.control.hub.consoles, what="the detach")
