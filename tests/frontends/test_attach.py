@@ -176,6 +176,7 @@ async def test_a_console_for_the_browser_waits_for_a_server(tmp_path):
     async with app.run_test(size=(100, 30)) as pilot:
         await until(pilot, lambda: app.lifecycle.phase == "waiting", "the wait")
         assert "no mail server answers on" in screen_text(app)
+        assert "attaching" in screen_text(app) and "attached to pid" not in screen_text(app)
         assert not (tmp_path / "data" / "mailtui.lock").exists()   # it never tried to run one
         srv = await asyncio.to_thread(lambda: RunningServer(make_config(tmp_path / "data")).start())
         try:

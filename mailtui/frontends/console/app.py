@@ -318,7 +318,8 @@ class MailtuiApp(AdminWorkflows, TypeAhead):
         except NoMatches:  # not mounted yet, or shutting down
             return
         phase = self.lifecycle.phase
-        note = f"attached to pid {getattr(self.core, 'pid', '?')}" if self.lifecycle.attached else ""
+        pid = getattr(self.core, "pid", 0)   # (0 until the first snapshot: not attached yet, whatever the phase)
+        note = (f"attached to pid {pid}" if pid else "attaching") if self.lifecycle.attached else ""
         status.show_listeners(self.core.listeners if phase != "starting" else [], phase, self.lifecycle.problem,
                               note=note)
         now = self.clock()
