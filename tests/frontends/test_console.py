@@ -314,6 +314,17 @@ async def test_a_console_waits_for_a_server_that_holds_the_data_but_does_not_ans
         lock.release()
 
 
+async def test_the_console_timers_do_nothing_once_the_panels_are_gone(tmp_path):
+    """Closing, Textual removes the screen's widgets before the app's own timers stop; a tick or a
+    second that comes in between (likelier on a loaded machine) must not take the console down."""
+    async with console(tmp_path) as (app, pilot):
+        await app.query_one("#panels").remove()    # as while the console closes
+        app.batch.mark("connections")               # something to draw
+        app._tick()
+        app._second()
+        assert not app._tick_failed
+
+
 async def test_quitting_stops_the_server(tmp_path):
     app = MailtuiApp(make_config(tmp_path / "data"))
     async with app.run_test() as pilot:

@@ -169,7 +169,12 @@ class MailtuiApp(AdminWorkflows, TypeAhead):
 
     @property
     def active_panel(self) -> str:
-        return self.query_one(TabbedContent).active
+        """The panel on show; "" while the console closes (Textual removes the screens before the
+        app's own timers stop, and a tick or a second may come in between)."""
+        try:
+            return self.query_one(TabbedContent).active
+        except NoMatches:
+            return ""
 
     # -- the server --------------------------------------------------------------------
 
@@ -270,7 +275,7 @@ class MailtuiApp(AdminWorkflows, TypeAhead):
             self._show_status()
         for text, style in frame.notes:
             self._write_note(text, style)
-        if frame.redraw:
+        if frame.redraw and self.active_panel:
             if frame.log or frame.log_skipped:
                 for activity in self.query(LOGS):
                     activity.write_events(frame.log, frame.log_skipped)
