@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from harness import PASSWORD, RunningServer, make_config
-from test_console import on_screen, screen_text, table, type_text, until
+from test_console import on_screen, table, type_text, until
 from textual.widgets import Input
 
 from mailtui import events as ev
