@@ -160,8 +160,9 @@ async def request(data_dir: Path, op: str, args: dict[str, Any] | None = None, t
             writer.close()
 
     try:
-        answer = await asyncio.wait_for(exchange(), timeout)
-    except (OSError, asyncio.TimeoutError) as exc:
+        async with asyncio.timeout(timeout):   # (not wait_for: see open_stream)
+            answer = await exchange()
+    except (OSError, TimeoutError) as exc:
         raise Unreachable(f"cannot reach the running server at {path}: "
                            f"{getattr(exc, 'strerror', None) or 'no answer'}") from None
     try:
@@ -174,17 +175,27 @@ async def request(data_dir: Path, op: str, args: dict[str, Any] | None = None, t
 
 
 async def open_stream(data_dir: Path, timeout: float = 10.0) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, dict]:
-    """Attach: the stream's reader and writer, and the snapshot that opens it (raises ControlError)."""
+    """Attach: the stream's reader and writer, and the snapshot that opens it (raises ControlError).
+
+    The waits are bounded with ``asyncio.timeout``, not ``wait_for``: on Python
+    3.11 ``wait_for`` drops a cancellation that comes just as the snapshot
+    arrives, and a console told to detach then followed the stream for ever.
+    """
     path = socket_path(data_dir)
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path), limit=STREAM_LIMIT), timeout)
-    except (OSError, asyncio.TimeoutError) as exc:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_unix_connection(str(path), limit=STREAM_LIMIT)
+    except (OSError, TimeoutError) as exc:
         raise Unreachable(f"cannot reach the running server at {path}: "
                            f"{getattr(exc, 'strerror', None) or 'no answer'}") from None
     try:
         writer.write(b'{"op":"attach"}\n')
-        first = json.loads(await asyncio.wait_for(reader.readline(), timeout))
+        async with asyncio.timeout(timeout):
+            first = json.loads(await reader.readline())
         return reader, writer, first["snapshot"]
-    except (OSError, asyncio.TimeoutError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, TimeoutError, ValueError, KeyError, TypeError) as exc:
         writer.close()
         raise ControlError(f"the server at {path} did not attach this console ({exc!r})") from None
+    except asyncio.CancelledError:   # told to stop while attaching: leave no half-open stream behind
+        writer.close()
+        raise

@@ -16,12 +16,14 @@ from pathlib import Path
 
 import pytest
 from harness import PASSWORD, RunningServer, make_config
-from test_console import screen_text, table, type_text, until
+from test_console import on_screen, screen_text, table, type_text, until
 from textual.widgets import Input
 
 from mailtui import events as ev
 from mailtui.admin import attach
+from mailtui.events import EventBus
 from mailtui.frontends.console.app import MailtuiApp, QuitDialog
+from mailtui.frontends.console.attached import AttachedServer
 from mailtui.frontends.console.dialogs import ClientForm, ConfirmDialog, MailboxForm
 
 pytestmark = pytest.mark.timeout(60)
@@ -66,9 +68,9 @@ async def test_the_console_attaches_with_the_snapshot_then_live_events(server, t
         await until(pilot, lambda: len(connections.rows) == 2, "the stored connections")
         assert all(row.history for row in connections.rows)
         assert [row.outcome for row in connections.rows] == ["accepted", "refused"]
-        shown = screen_text(app)
-        assert f"attached to pid {server.core.status()['pid']}" in shown
-        assert f"SMTP 127.0.0.1:{server.smtp_port}" in shown and "No connections yet" not in shown
+        shown = await on_screen(pilot, f"attached to pid {server.core.status()['pid']}",
+                                f"SMTP 127.0.0.1:{server.smtp_port}", "127.0.0.9")
+        assert "No connections yet" not in shown
         assert (app.model.counters.accepted, app.model.counters.refused) == (1, 1)
 
         assert await asyncio.to_thread(send, server.smtp_port) == "accepted"   # live, from now on
@@ -128,13 +130,11 @@ async def test_the_console_says_when_the_server_stops_and_attaches_again(server,
     async with attached(tmp_path / "data") as (app, pilot):
         await asyncio.to_thread(server.stop)
         await until(pilot, lambda: app.lifecycle.phase == "waiting", "the console to notice")
-        await pilot.pause(0.3)
-        assert "the mail server stopped: waiting for it" in screen_text(app)
+        await on_screen(pilot, "the mail server stopped: waiting for it")
         again = await asyncio.to_thread(lambda: RunningServer(make_config(tmp_path / "data")).start())
         try:
             await until(pilot, lambda: app.lifecycle.phase == "running", "the console to attach again")
-            await pilot.pause(0.3)
-            assert f"SMTP 127.0.0.1:{again.smtp_port}" in screen_text(app)
+            await on_screen(pilot, f"SMTP 127.0.0.1:{again.smtp_port}")
             assert await asyncio.to_thread(send, again.smtp_port, "127.0.0.9") != "accepted"
             connections = table(app, "connections")
             await until(pilot, lambda: connections.rows and connections.rows[-1].outcome == "refused"
@@ -174,7 +174,7 @@ async def test_a_console_for_the_browser_waits_for_a_server(tmp_path):
     app = MailtuiApp(make_config(tmp_path / "data"), attach_only=True)
     async with app.run_test(size=(100, 30)) as pilot:
         await until(pilot, lambda: app.lifecycle.phase == "waiting", "the wait")
-        assert "no mail server answers on" in screen_text(app)
+        assert "attached to pid" not in await on_screen(pilot, "no mail server answers on", "attaching")
         assert not (tmp_path / "data" / "mailtui.lock").exists()   # it never tried to run one
         srv = await asyncio.to_thread(lambda: RunningServer(make_config(tmp_path / "data")).start())
         try:
@@ -191,3 +191,32 @@ async def test_an_attached_console_shows_the_server_s_loop_lag(server, tmp_path,
         assert app.core.lag.latest.samples > 0      # the server's probe, sent over the stream
         await until(pilot, lambda: re.search(r"lag p99 \d+(\.\d)? ms · max \d+(\.\d)? ms", screen_text(app)),
                     "the lag figures in the header")
+
+
+async def test_a_console_stopped_just_as_the_snapshot_arrives_detaches(server, tmp_path, monkeypatch):
+    """A terminal that hangs up while the console attaches (an SSH link dropping) must still end it.
+
+    The stop comes exactly between the snapshot's arrival and the attaching
+    task's next step: on Python 3.11 ``asyncio.wait_for`` then returned the
+    snapshot and dropped the cancellation, the task followed the stream for
+    ever and ``stop()`` (and the console) waited for it for ever.
+    """
+    remote = AttachedServer(make_config(tmp_path / "data"), bus=EventBus())
+    loop, stopping = asyncio.get_running_loop(), []
+    readline = asyncio.StreamReader.readline
+
+    async def snapshot_then_stop(reader: asyncio.StreamReader) -> bytes:
+        line = await readline(reader)
+        if asyncio.get_running_loop() is loop and b'"snapshot"' in line and not stopping:
+            stopping.append(asyncio.ensure_future(remote.stop()))   # runs before the attaching task resumes
+        return line
+
+    monkeypatch.setattr(asyncio.StreamReader, "readline", snapshot_then_stop)
+    await remote.start()
+    deadline = loop.time() + 10
+    while not stopping and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+    assert stopping, "the snapshot never came"
+    await asyncio.wait_for(asyncio.shield(stopping[0]), 5)
+    assert remote._task.done()
+    await asyncio.to_thread(server.wait_for, lambda: not server.core.control.hub.consoles, what="the detach")

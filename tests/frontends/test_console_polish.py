@@ -11,7 +11,7 @@ import asyncio
 
 import pytest
 import test_console
-from test_console import NOW, console, scene_ready, screen_text, send, table, until
+from test_console import NOW, console, on_screen, scene_ready, screen_text, send, table, until
 from textual import events
 from textual.keys import _character_to_key
 from textual.widgets import Input
@@ -291,7 +291,7 @@ async def test_the_register_hint_goes_once_the_address_is_registered(tmp_path):
         assert refusal.startswith("refused")
         connections = table(app, "connections")
         await until(pilot, lambda: connections.rows and connections.rows[-1].closed, "the refused session")
-        assert "press r to register 127.0.0.1" in screen_text(app)
+        await on_screen(pilot, "press r to register 127.0.0.1")
         await app.core.admin.call("client_add", {"name": "lab", "networks": ["127.0.0.0/8"]})   # as the CLI would
         await until(pilot, lambda: "press r to register" not in screen_text(app), "the hint to go")
         assert "127.0.0.1 is registered now, as lab" in screen_text(app) and "→ lab" in screen_text(app)

@@ -8,7 +8,7 @@ import socket
 import pytest
 from harness import RunningServer, make_config
 from test_attach import send
-from test_console import screen_text, table, until
+from test_console import on_screen, screen_text, table, until
 
 from mailtui.frontends.console.app import MailtuiApp, QuitDialog
 from mailtui.frontends.console.batch import HISTORY_NOTE
@@ -40,7 +40,7 @@ async def test_after_a_restart_the_console_shows_the_stored_history(history):
         await until(pilot, lambda: len(connections.rows) == 2, "the stored connections")
         assert [(row.peer, row.outcome, row.history) for row in connections.rows] == \
             [("127.0.0.1", "accepted", True), ("127.0.0.9", "refused", True)]
-        assert "No connections yet" not in screen_text(app)
+        await until(pilot, lambda: "No connections yet" not in screen_text(app), "the rows on screen")
         await pilot.press("5")
         log = app.query_one("#log-tab", LiveTable)
         texts = lambda: [line.text.plain for line in log.rows]  # noqa: E731
@@ -64,7 +64,7 @@ async def test_quitting_a_console_that_owns_its_server_asks_first(tmp_path):
         port = app.core.port("smtp")
         await pilot.press("q")
         await until(pilot, lambda: isinstance(app.screen, QuitDialog), "the question")
-        assert "Stop the mail server?" in screen_text(app)
+        await on_screen(pilot, "Stop the mail server?")
         await pilot.press("n")            # no: the server runs on
         await until(pilot, lambda: not isinstance(app.screen, QuitDialog), "the answer")
         assert app.lifecycle.running

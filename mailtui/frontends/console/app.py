@@ -171,7 +171,12 @@ class MailtuiApp(AdminWorkflows, TypeAhead):
 
     @property
     def active_panel(self) -> str:
-        return self.query_one(TabbedContent).active
+        """The panel on show; "" while the console closes (Textual removes the screens before the
+        app's own timers stop, and a tick or a second may come in between)."""
+        try:
+            return self.query_one(TabbedContent).active
+        except NoMatches:
+            return ""
 
     # -- the server --------------------------------------------------------------------
 
@@ -273,7 +278,7 @@ class MailtuiApp(AdminWorkflows, TypeAhead):
             self._show_status()
         for text, style in frame.notes:
             self._write_note(text, style)
-        if frame.redraw:
+        if frame.redraw and self.active_panel:
             if frame.log or frame.log_skipped:
                 for activity in self.query(LOGS):
                     activity.write_events(frame.log, frame.log_skipped)
@@ -321,7 +326,8 @@ class MailtuiApp(AdminWorkflows, TypeAhead):
         except NoMatches:  # not mounted yet, or shutting down
             return
         phase = self.lifecycle.phase
-        note = f"attached to pid {getattr(self.core, 'pid', '?')}" if self.lifecycle.attached else ""
+        pid = getattr(self.core, "pid", 0)   # (0 until the first snapshot: not attached yet, whatever the phase)
+        note = (f"attached to pid {pid}" if pid else "attaching") if self.lifecycle.attached else ""
         status.show_listeners(self.core.listeners if phase != "starting" else [], phase, self.lifecycle.problem,
                               note=note)
         now = self.clock()

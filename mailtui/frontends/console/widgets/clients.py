@@ -187,7 +187,8 @@ class ClientsPanel(TablePanel):
 
     def _tick(self) -> None:
         """The figures move with the mail: redraw them (and keep their order) while they are on screen."""
-        if self.figures is not None and self.is_on_screen:
+        # (the children go first while the console closes, and this timer may come in between)
+        if self.figures is not None and self.is_on_screen and self.query(DetailPane):
             for table in self.query(LiveTable):
                 if table.order.column is None:
                     table.refresh()
