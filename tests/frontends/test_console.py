@@ -319,10 +319,13 @@ async def test_the_console_timers_do_nothing_once_the_panels_are_gone(tmp_path):
     """Closing, Textual removes the screen's widgets before the app's own timers stop; a tick or a
     second that comes in between (likelier on a loaded machine) must not take the console down."""
     async with console(tmp_path) as (app, pilot):
-        await app.query_one("#panels").remove()    # as while the console closes
-        app.batch.mark("connections")               # something to draw
-        app._tick()
-        app._second()
+        removing = app.query_one("#panels").remove()   # as the console closes: all marked, then children first
+        for _ in range(2):
+            app.batch.mark("connections")                # something to draw
+            app._write_note("a note", "bold")
+            app._tick()
+            app._second()
+            await removing
         assert not app._tick_failed
 
 

@@ -171,12 +171,17 @@ class MailtuiApp(AdminWorkflows, TypeAhead):
 
     @property
     def active_panel(self) -> str:
-        """The panel on show; "" while the console closes (Textual removes the screens before the
-        app's own timers stop, and a tick or a second may come in between)."""
+        return self.query_one(TabbedContent).active
+
+    @property
+    def closing(self) -> bool:
+        """Whether the screen is being taken down: Textual removes the widgets (marking them all at
+        once, then children first) before the app's own timers stop, and a tick or a second may come
+        in between, with some panels half gone."""
         try:
-            return self.query_one(TabbedContent).active
+            return not self.query_one(TabbedContent).display
         except NoMatches:
-            return ""
+            return True
 
     # -- the server --------------------------------------------------------------------
 
@@ -269,6 +274,8 @@ class MailtuiApp(AdminWorkflows, TypeAhead):
                             severity="error", timeout=15)
 
     def _draw(self, frame: Frame) -> None:
+        if self.closing:
+            return
         if frame.dropped:
             self.notify(f"{frame.dropped} events were not shown: the console fell behind (counters are low)",
                         severity="warning", timeout=5)
@@ -278,7 +285,7 @@ class MailtuiApp(AdminWorkflows, TypeAhead):
             self._show_status()
         for text, style in frame.notes:
             self._write_note(text, style)
-        if frame.redraw and self.active_panel:
+        if frame.redraw:
             if frame.log or frame.log_skipped:
                 for activity in self.query(LOGS):
                     activity.write_events(frame.log, frame.log_skipped)
@@ -287,6 +294,8 @@ class MailtuiApp(AdminWorkflows, TypeAhead):
     def _second(self) -> None:
         if self.handle_signals and os.getppid() != self._parent_pid:
             self.hang_up()     # whoever showed this console is gone (tmux killed, `mailtui web` stopped)
+        if self.closing:
+            return
         self._show_status()
         if self.active_panel == "queue":
             panel = self.query_one(QueuePanel)
@@ -324,6 +333,8 @@ class MailtuiApp(AdminWorkflows, TypeAhead):
         try:
             status = self.query_one(StatusBar)
         except NoMatches:  # not mounted yet, or shutting down
+            return
+        if not status.display:   # being taken down, its parts half gone
             return
         phase = self.lifecycle.phase
         pid = getattr(self.core, "pid", 0)   # (0 until the first snapshot: not attached yet, whatever the phase)

@@ -187,8 +187,8 @@ class ClientsPanel(TablePanel):
 
     def _tick(self) -> None:
         """The figures move with the mail: redraw them (and keep their order) while they are on screen."""
-        # (the children go first while the console closes, and this timer may come in between)
-        if self.figures is not None and self.is_on_screen and self.query(DetailPane):
+        # (not while the console closes: its children go first, and this timer may come in between)
+        if self.figures is not None and self.is_on_screen and self.display:
             for table in self.query(LiveTable):
                 if table.order.column is None:
                     table.refresh()
