@@ -344,8 +344,8 @@ def test_the_server_accepts_mail_before_its_scan_ends_and_queue_list_says_so(tmp
 
 
 async def test_a_big_scan_puts_its_entries_out_of_the_collectors_reach(tmp_path, monkeypatch):
-    from mailtui.store import queue as queue_mod
-    monkeypatch.setattr(queue_mod, "FREEZE_EVERY", 20)
+    from mailtui.store import queueload
+    monkeypatch.setattr(queueload, "FREEZE_EVERY", 20)
     for n in range(50):
         spool_entry(tmp_path / "spool", f"Q{n:08d}")
     _, queue = open_queue(tmp_path)
