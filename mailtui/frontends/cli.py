@@ -68,8 +68,8 @@ def _add_run_commands(sub) -> None:
                      help="HTTP basic authentication with the password on the first line of FILE (mode 600)")
     demo = sub.add_parser("demo", help="open the console on a self-contained loopback world")
     demo.add_argument("--headless", action="store_true", help="print events instead of opening the console")
-    demo.add_argument("--seconds", type=float, default=0, help="stop this many seconds after every kind of traffic was shown once "
-                                                                   "(0: run until quit)")
+    demo.add_argument("--seconds", type=float, default=0,
+                      help="stop this many seconds after every kind of traffic was shown once (0: run until quit)")
     cfg = sub.add_parser("config", help="print the effective configuration")
     cfg.add_argument("--check", action="store_true", help="only validate; print ok on success")
     status = sub.add_parser("status", help="listeners, totals and queue size of the running server")

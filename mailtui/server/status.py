@@ -69,9 +69,9 @@ class StatusReporter:
         now = time.monotonic()
         totals = counts_of(self._stats)
         counts = {name: totals[name] - self._last.get(name, 0) for name in totals}
-        report = StatusReport(period=now - self._since, counts=counts, sessions=sum(self._stats.totals.open_sessions.values()),
-                              queued=len(self._queue), scanning=self._queue.scanning,
-                              lag=self._window.take())
+        report = StatusReport(period=now - self._since, counts=counts,
+                              sessions=sum(self._stats.totals.open_sessions.values()),
+                              queued=len(self._queue), scanning=self._queue.scanning, lag=self._window.take())
         self._last, self._since = totals, now
         return report
 
