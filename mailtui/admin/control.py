@@ -88,7 +88,8 @@ class ControlServer:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            line = await asyncio.wait_for(reader.readline(), 30)
+            async with asyncio.timeout(30):          # (not wait_for: see open_stream)
+                line = await reader.readline()
             if not allowed(peer_uid(writer.get_extra_info("socket"))):
                 writer.write(json.dumps({"ok": False, "error": "not the server's user"}).encode() + b"\n")
                 return

@@ -128,7 +128,8 @@ class ServerLifecycle:
         self.phase = "stopping"
         self.on_change()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._start_done.wait(), 30)
+            async with asyncio.timeout(30):      # (not wait_for: it can drop a cancellation, see control.py)
+                await self._start_done.wait()
         if self.server.started:
             try:
                 await self.server.stop()
