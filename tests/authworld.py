@@ -82,6 +82,20 @@ def start_world(keys: DkimKeys) -> DnsWorld:
                     txt=tuple(SPF_RECORDS) + DMARC_RECORDS + tuple(records), silent=("slow.test",)).start()
 
 
+@pytest.fixture(name="keys", scope="module")
+def keys_fixture(tmp_path_factory) -> DkimKeys:
+    return make_keys(tmp_path_factory.mktemp("dkim"))
+
+
+@pytest.fixture(name="world", scope="module")
+def world_fixture(keys: DkimKeys):
+    w = start_world(keys)
+    try:
+        yield w
+    finally:
+        w.close()
+
+
 def message(sender: str = "alice@signed.test", subject: str = "hello", body: bytes = b"Hi Bob,\r\n\r\nbye\r\n",
             extra: bytes = b"") -> bytes:
     return (f"From: Alice <{sender}>\r\nTo: bob@mx.local.test\r\nSubject: {subject}\r\n"

@@ -11,7 +11,7 @@ import random
 import time
 
 import pytest
-from authworld import BAD_IP, GOOD_IP, HOSTNAME, make_keys, message, signed, start_world
+from authworld import BAD_IP, GOOD_IP, HOSTNAME, keys_fixture, message, signed, world_fixture  # noqa: F401 (the fixtures)
 
 from mailtui.dns.resolver import Resolver
 from mailtui.events import EventBus
@@ -19,20 +19,6 @@ from mailtui.mailauth.authresults import authserv_id, strip_ours
 from mailtui.mailauth.dmarccheck import DmarcResult, check_dmarc, evaluate, organizational_domain
 from mailtui.mailauth.spfcheck import SpfResult
 from mailtui.mailauth.verdict import AuthPolicy, check_message, from_domains
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory):
-    return make_keys(tmp_path_factory.mktemp("dkim"))
-
-
-@pytest.fixture(scope="module")
-def world(keys):
-    w = start_world(keys)
-    try:
-        yield w
-    finally:
-        w.close()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import time
 
 import dkim
 import pytest
-from authworld import BAD_IP, GOOD_IP, make_keys, message, signed, start_world
+from authworld import BAD_IP, GOOD_IP, keys_fixture, message, signed, world_fixture  # noqa: F401 (the fixtures)
 
 from mailtui.dns.resolver import Resolver
 from mailtui.events import DnsLookup, EventBus
@@ -20,20 +20,6 @@ from mailtui.mailauth.dkimsign import DkimSigner
 from mailtui.mailauth.dkimverify import verify_dkim
 from mailtui.mailauth.spfcheck import check_spf
 from mailtui.store.db import Store
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory):
-    return make_keys(tmp_path_factory.mktemp("dkim"))
-
-
-@pytest.fixture(scope="module")
-def world(keys):
-    w = start_world(keys)
-    try:
-        yield w
-    finally:
-        w.close()
 
 
 @pytest.fixture

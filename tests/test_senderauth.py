@@ -16,7 +16,7 @@ import time
 from email import message_from_bytes
 
 import pytest
-from authworld import BAD_IP, GOOD_IP, HOSTNAME, make_keys, message, signed, start_world
+from authworld import BAD_IP, GOOD_IP, HOSTNAME, keys_fixture, message, signed, world_fixture  # noqa: F401 (the fixtures)
 from harness import PASSWORD, RunningServer, make_config, tls_context
 
 from mailtui.events import ClientRefused
@@ -27,20 +27,6 @@ pytestmark = pytest.mark.timeout(60)
 BOB = "bob@example.test"          # reads over POP3: has no Junk folder
 CAROL = "carol@example.test"      # uses IMAP: has one
 CHECK_TIMEOUT = 3.0
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory):
-    return make_keys(tmp_path_factory.mktemp("dkim"))
-
-
-@pytest.fixture(scope="module")
-def world(keys):
-    w = start_world(keys)
-    try:
-        yield w
-    finally:
-        w.close()
 
 
 def start_mx(data_dir, world, dns_timeout: float = 1.0, **sections) -> RunningServer:
